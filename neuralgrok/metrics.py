@@ -1,0 +1,68 @@
+"""Model-complexity metrics computed by the C++ core."""
+import torch
+from torch import nn
+
+from . import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
+
+_SOURCES = ("grad", "weight")
+
+
+def age(model_or_tensors, *, of="grad", per_tensor=False, normalized=False, eps=1e-8):
+    """Absolute Gradient Entropy (AGE) of NeuralGrok (arXiv 2504.17243).
+
+    ``H = -sum_i |x_i| * log(|x_i| + eps)`` over every entry of every tensor, computed in one fused
+    C++ pass per tensor with float64 accumulation. This un-normalised form is the one the paper
+    plots (its code logs ``-(|g| * log(|g| + 1e-8)).sum()`` of the raw gradients), hence the default.
+    ``normalized=True`` gives the Shannon entropy of ``|x| / ||x||_1`` instead (0 log 0 = 0), which
+    does not grow with the number or the scale of the entries.
+
+    Args:
+        model_or_tensors: an ``nn.Module`` (its parameters are used) or an iterable of tensors.
+        of: for a module, ``"grad"`` (parameters' ``.grad``; parameters without one are skipped)
+            or ``"weight"`` (the parameters themselves, detached). Ignored for tensors.
+        per_tensor: one value per tensor instead of one over everything. For a module this
+            returns ``{parameter name: value}``.
+        normalized: see above.
+        eps: the constant inside the log of the un-normalised form (1e-8 as in the paper's code).
+
+    Returns:
+        A 0-d tensor (or a 1-d tensor / dict with ``per_tensor=True``). For tensors the result is
+        differentiable (the backward is a C++ op). Non-finite entries give a non-finite result.
+
+    Example::
+
+        loss.backward()
+        print(neuralgrok.age(model))               # AGE of the gradients
+        print(neuralgrok.age(model, of="weight"))  # of the weights
+    """
+    if isinstance(model_or_tensors, nn.Module):
+        names, tensors = _module_tensors(model_or_tensors, of)
+    else:
+        if isinstance(model_or_tensors, torch.Tensor):
+            raise TypeError("age() takes an nn.Module or an iterable of tensors; wrap a single tensor in a list")
+        tensors = list(model_or_tensors)
+        names = None
+        for i, t in enumerate(tensors):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"age(): item {i} is a {type(t).__name__}, not a tensor")
+        if not tensors:
+            raise ValueError("age(): got no tensors")
+    values = torch.ops.neuralgrok.age(tensors, per_tensor, normalized, float(eps))
+    if per_tensor and names is not None:
+        return dict(zip(names, values.unbind()))
+    return values
+
+
+def _module_tensors(module, of):
+    if of not in _SOURCES:
+        raise ValueError(f"age(): of={of!r}; choose one of {_SOURCES}")
+    named = list(module.named_parameters())
+    if of == "grad":
+        pairs = [(n, p.grad) for n, p in named if p.grad is not None]
+        if not pairs:
+            raise ValueError("age(of='grad'): no parameter of the module has a .grad; call backward() first")
+    else:
+        pairs = [(n, p.detach()) for n, p in named]
+        if not pairs:
+            raise ValueError("age(of='weight'): the module has no parameters")
+    return [n for n, _ in pairs], [t for _, t in pairs]
