@@ -1,0 +1,133 @@
+"""The shape every neuralgrok method shares: a real ``torch.optim.Optimizer`` that transforms the
+gradients of a *base* optimizer's parameters, then lets the base optimizer step.
+
+Subclasses implement :meth:`GradientTransformOptimizer.transform_` (and may override ``step`` for
+extra work, as NeuralGrok does for its meta step). ``param_groups`` is the base optimizer's own
+list, so LR schedulers and ``add_param_group`` act on the base directly.
+"""
+import torch
+
+NONFINITE_POLICIES = ("raise", "skip")
+
+
+class GradientTransformOptimizer(torch.optim.Optimizer):
+    """Base class: wrap ``base_optimizer`` and transform its gradients before each step.
+
+    Args:
+        base_optimizer: any ``torch.optim.Optimizer`` (Adam, AdamW, SGD, ...), already built on
+            the model's parameters.
+        nonfinite: what a NaN/Inf gradient does. ``"raise"`` (default) raises a ``RuntimeError``
+            naming the parameter before anything is modified; ``"skip"`` leaves parameters and
+            all state untouched for this step (like ``torch.cuda.amp.GradScaler``) and counts it
+            in ``skipped_steps``.
+        param_names: optional ``{parameter: name}`` used in error messages (for example
+            ``{p: n for n, p in model.named_parameters()}``); positions are used otherwise.
+    """
+
+    def __init__(self, base_optimizer, *, nonfinite="raise", param_names=None, defaults=None):
+        if not isinstance(base_optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"{type(self).__name__} wraps a torch.optim.Optimizer, got {type(base_optimizer).__name__}; "
+                f"build the base first, e.g. {type(self).__name__}(torch.optim.AdamW(model.parameters()))"
+            )
+        if isinstance(base_optimizer, GradientTransformOptimizer):
+            raise TypeError(f"{type(self).__name__} cannot wrap another neuralgrok wrapper")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite={nonfinite!r}; choose one of {NONFINITE_POLICIES}")
+        self.base_optimizer = base_optimizer
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
+        self._param_names = dict(param_names or {})
+        super().__init__(base_optimizer.param_groups, defaults or {})
+
+    # -- param_groups are the base optimizer's --------------------------------------------------
+    @property
+    def param_groups(self):
+        return self.base_optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups):
+        # Optimizer.__init__ and __setstate__ assign here; the groups always stay the base's.
+        pass
+
+    def add_param_group(self, param_group):
+        if not any(group is param_group for group in self.base_optimizer.param_groups):
+            self.base_optimizer.add_param_group(param_group)
+
+    # -- stepping ------------------------------------------------------------------------------
+    def params_with_grad(self):
+        return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+
+    def parameter_name(self, param):
+        if param in self._param_names:
+            return self._param_names[param]
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p is param:
+                    return f"param_groups[{gi}]['params'][{pi}] (shape {tuple(p.shape)})"
+        return f"a parameter of shape {tuple(param.shape)}"
+
+    def gradients_are_finite(self, params):
+        """Applies the ``nonfinite`` policy: False means skip this step; raises for ``"raise"``."""
+        for p in params:
+            if not bool(torch.isfinite(p.grad).all()):
+                if self.nonfinite == "raise":
+                    raise RuntimeError(
+                        f"{type(self).__name__}: non-finite gradient (NaN or Inf) in {self.parameter_name(p)}; "
+                        "nothing was updated. Pass nonfinite='skip' to skip such steps instead."
+                    )
+                self.skipped_steps += 1
+                return False
+        return True
+
+    def transform_(self, params):
+        """Rewrite ``p.grad`` in place for every ``p`` in ``params`` (all have finite grads)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Run ``closure`` (if given) with grad enabled, transform the gradients, step the base.
+
+        The closure is called once, by this method; the base optimizer steps without it.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params = self.params_with_grad()
+        if params and self.gradients_are_finite(params):
+            self.transform_(params)
+            self.base_optimizer.step()
+        return loss
+
+    def zero_grad(self, set_to_none=None):
+        if set_to_none is None:
+            self.base_optimizer.zero_grad()  # the installed torch's own default
+        else:
+            self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def extra_state_dict(self):
+        """State that is not per parameter (counters, sub-modules); subclasses extend it."""
+        return {"skipped_steps": self.skipped_steps}
+
+    def load_extra_state_dict(self, state):
+        self.skipped_steps = state["skipped_steps"]
+
+    def state_dict(self):
+        """Base optimizer state, this wrapper's per-parameter state, and its extra state."""
+        own = super().state_dict()
+        return {"base": self.base_optimizer.state_dict(), "state": own["state"],
+                "param_groups": own["param_groups"], "extra": self.extra_state_dict()}
+
+    def load_state_dict(self, state_dict):
+        missing = {"base", "state", "param_groups", "extra"} - set(state_dict)
+        if missing:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {sorted(missing)}; "
+                             "was this saved by the same wrapper?")
+        self.base_optimizer.load_state_dict(state_dict["base"])
+        super().load_state_dict({"state": state_dict["state"], "param_groups": state_dict["param_groups"]})
+        self.load_extra_state_dict(state_dict["extra"])
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.base_optimizer!r})"
