@@ -26,3 +26,51 @@ def _shannon(a):
     q = a / total
     q_log_q = torch.where(q > 0, q * torch.log(torch.where(q > 0, q, torch.ones_like(q))), torch.zeros_like(q))
     return -q_log_q.sum()
+
+
+def _functional_call(module, params, *args):
+    """torch.func.functional_call where it exists (torch 2.x), else torch.nn.utils.stateless's."""
+    func = getattr(torch, "func", None)
+    call = getattr(func, "functional_call", None) or torch.nn.utils.stateless.functional_call
+    return call(module, params, args)
+
+
+class NeuralGrokReference:
+    """The whole NeuralGrok step written out in plain PyTorch, for the equivalence test of
+    :class:`neuralgrok.NeuralGrok`. Per-tensor dense amplification with a materialised softmax,
+    and the virtual step as a functional call on a dict of virtual parameters (no storage swap).
+
+    ``step(inner_loss, outer_loss_of)``: ``inner_loss()`` is the loss of ``model`` on the inner
+    batch; ``outer_loss_of(params)`` the loss on the outer split of ``model`` with ``params``
+    (``{name: tensor}``), e.g. via :func:`_functional_call`. Every parameter must get a gradient.
+    """
+
+    def __init__(self, model, base_optimizer, amplifier, meta_optimizer, *, meta_every, meta, clip_grad_norm):
+        self.model, self.base_optimizer = model, base_optimizer
+        self.amplifier, self.meta_optimizer = amplifier, meta_optimizer
+        self.meta_every, self.meta, self.clip_grad_norm = meta_every, meta, clip_grad_norm
+        self.steps = 0
+
+    def _amplify(self, grads):
+        linears = [m for m in self.amplifier.mlp if isinstance(m, torch.nn.Linear)]
+        return amplify(grads, [m.weight for m in linears], [m.bias for m in linears], self.amplifier.rescale)
+
+    def step(self, inner_loss, outer_loss_of):
+        names, params = zip(*self.model.named_parameters())
+        grads = torch.autograd.grad(inner_loss(), params)
+        with torch.no_grad():
+            for p, g in zip(params, self._amplify(grads)):
+                p.grad = g.clone()
+            if self.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        lrs = {p: group["lr"] for group in self.base_optimizer.param_groups for p in group["params"]}
+        self.base_optimizer.step()
+        self.steps += 1
+        if self.steps % self.meta_every:
+            return
+        if self.meta == "paper":
+            grads = torch.autograd.grad(inner_loss(), params)
+        virtual = {n: p.detach() - lrs[p] * g for n, p, g in zip(names, params, self._amplify(grads))}
+        self.meta_optimizer.zero_grad()
+        outer_loss_of(virtual).backward()
+        self.meta_optimizer.step()

@@ -71,14 +71,18 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         """Applies the ``nonfinite`` policy: False means skip this step; raises for ``"raise"``."""
         for p in params:
             if not bool(torch.isfinite(p.grad).all()):
-                if self.nonfinite == "raise":
-                    raise RuntimeError(
-                        f"{type(self).__name__}: non-finite gradient (NaN or Inf) in {self.parameter_name(p)}; "
-                        "nothing was updated. Pass nonfinite='skip' to skip such steps instead."
-                    )
-                self.skipped_steps += 1
-                return False
+                return self.nonfinite_found(f"the gradient of {self.parameter_name(p)}")
         return True
+
+    def nonfinite_found(self, what, consequence="nothing was updated"):
+        """Raise (policy ``"raise"``) or count a skipped step and return False (``"skip"``)."""
+        if self.nonfinite == "raise":
+            raise RuntimeError(
+                f"{type(self).__name__}: {what} is not finite (NaN or Inf); {consequence}. "
+                "Pass nonfinite='skip' to skip such steps instead."
+            )
+        self.skipped_steps += 1
+        return False
 
     def transform_(self, params):
         """Rewrite ``p.grad`` in place for every ``p`` in ``params`` (all have finite grads)."""

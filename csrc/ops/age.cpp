@@ -136,6 +136,13 @@ std::vector<at::Tensor> age_backward_cpu(const at::Tensor& grad, at::TensorList 
   return grads;
 }
 
+// Shape-only kernel: lets torch.compile (FakeTensor) and meta-device tracing see through the op.
+at::Tensor age_meta(at::TensorList tensors, bool per_tensor, bool normalized, double eps) {
+  check_float_tensor_list(tensors, "neuralgrok::age", "tensors");
+  const auto options = tensors[0].options();
+  return per_tensor ? at::empty({static_cast<int64_t>(tensors.size())}, options) : at::empty({}, options);
+}
+
 at::Tensor age_dispatch(at::TensorList tensors, bool per_tensor, bool normalized, double eps) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("neuralgrok::age", "")
@@ -182,6 +189,10 @@ at::Tensor age_autograd(at::TensorList tensors, bool per_tensor, bool normalized
 TORCH_LIBRARY_IMPL(neuralgrok, CPU, m) {
   m.impl("age", TORCH_FN(age_cpu));
   m.impl("_age_backward", TORCH_FN(age_backward_cpu));
+}
+
+TORCH_LIBRARY_IMPL(neuralgrok, Meta, m) {
+  m.impl("age", TORCH_FN(age_meta));
 }
 
 TORCH_LIBRARY_IMPL(neuralgrok, Autograd, m) {

@@ -1,0 +1,172 @@
+"""torch.ops.neuralgrok.age and neuralgrok.age against the pure-PyTorch reference."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import neuralgrok
+from neuralgrok import reference
+
+VARIANTS = [(pt, nz) for pt in (False, True) for nz in (False, True)]
+
+
+def age_op(tensors, per_tensor=False, normalized=False, eps=1e-8):
+    return torch.ops.neuralgrok.age(tensors, per_tensor, normalized, eps)
+
+
+def sample_tensors(dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(7, 5), (3,), (2, 3, 4), ()]
+    return [torch.randn(s, generator=g, dtype=dtype) * 1e-2 for s in shapes]
+
+
+@pytest.mark.parametrize("per_tensor,normalized", VARIANTS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_values_match_reference(per_tensor, normalized, dtype, tol):
+    tensors = sample_tensors(dtype)
+    got = age_op(tensors, per_tensor, normalized)
+    want = reference.age(tensors, per_tensor, normalized)
+    assert got.dtype == dtype
+    assert got.shape == ((len(tensors),) if per_tensor else ())
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_known_values():
+    # One entry of 0.5: -0.5 log(0.5 + eps); the normalised entropy of a uniform vector is log(n).
+    x = torch.tensor([0.5], dtype=torch.float64)
+    assert age_op([x]).item() == pytest.approx(-0.5 * math.log(0.5 + 1e-8), rel=1e-14)
+    uniform = torch.full((10,), -3.0, dtype=torch.float64)
+    assert age_op([uniform], normalized=True).item() == pytest.approx(math.log(10), rel=1e-14)
+    one_hot = torch.zeros(10, dtype=torch.float64)
+    one_hot[3] = 2.0
+    assert age_op([one_hot], normalized=True).item() == 0.0
+
+
+def test_global_normalized_is_entropy_of_the_concatenation():
+    a, b = torch.rand(6, dtype=torch.float64), torch.rand(4, 2, dtype=torch.float64)
+    torch.testing.assert_close(age_op([a, b], normalized=True), age_op([torch.cat([a, b.reshape(-1)])], normalized=True))
+
+
+@pytest.mark.parametrize("per_tensor,normalized", VARIANTS)
+def test_gradcheck_float64(per_tensor, normalized):
+    g = torch.Generator().manual_seed(1)
+    # Entries away from 0, where |x| is not differentiable.
+    tensors = [(torch.rand(s, generator=g, dtype=torch.float64) + 0.1) * torch.tensor([1.0, -1.0]).repeat(3)[: s[-1]]
+               for s in [(2, 3), (3,)]]
+    tensors = [t.requires_grad_() for t in tensors]
+    assert torch.autograd.gradcheck(lambda *ts: age_op(list(ts), per_tensor, normalized), tuple(tensors))
+
+
+@pytest.mark.parametrize("per_tensor,normalized", VARIANTS)
+def test_gradients_match_reference_float32(per_tensor, normalized):
+    tensors = [t.requires_grad_() for t in sample_tensors(torch.float32, seed=3)]
+    weights = torch.randn(len(tensors)) if per_tensor else torch.tensor(1.7)
+    got = torch.autograd.grad((age_op(tensors, per_tensor, normalized) * weights).sum(), tensors)
+    want = torch.autograd.grad((reference.age(tensors, per_tensor, normalized) * weights).sum(), tensors)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_zero_gradient_at_zero_entries_and_zero_tensors():
+    x = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    for normalized in (False, True):
+        value = age_op([x], normalized=normalized)
+        assert value.item() == 0.0
+        (grad,) = torch.autograd.grad(value, x)
+        assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_non_contiguous_inputs():
+    base = torch.randn(8, 6, dtype=torch.float64)
+    strided = base.t()[::2]
+    assert not strided.is_contiguous()
+    torch.testing.assert_close(age_op([strided]), reference.age([strided.contiguous()]))
+
+
+def test_empty_tensors_contribute_nothing():
+    x = torch.randn(4, dtype=torch.float64)
+    empty = torch.empty(0, 3, dtype=torch.float64)
+    torch.testing.assert_close(age_op([x, empty]), age_op([x]))
+    assert age_op([empty], per_tensor=True).tolist() == [0.0]
+
+
+def test_nonfinite_entries_give_nonfinite_result():
+    assert torch.isnan(age_op([torch.tensor([1.0, float("nan")])]))
+    assert not torch.isfinite(age_op([torch.tensor([1.0, float("inf")])]))
+
+
+@pytest.mark.parametrize(
+    "tensors,match",
+    [
+        ([], "empty list"),  # the dispatcher itself refuses: no tensor to pick a device from
+        ([torch.ones(2, dtype=torch.int64)], "dtype"),
+        ([torch.ones(2), torch.ones(2, dtype=torch.float64)], "all must match"),
+        ([torch.ones(2, dtype=torch.float16)], "float32 or float64"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(tensors, match):
+    with pytest.raises(RuntimeError, match=match):
+        age_op(tensors)
+
+
+def test_negative_eps_rejected():
+    with pytest.raises(RuntimeError, match="eps"):
+        age_op([torch.ones(2)], eps=-1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=40), st.booleans())
+def test_property_matches_reference(values, normalized):
+    x = torch.tensor(values, dtype=torch.float64)
+    torch.testing.assert_close(age_op([x], normalized=normalized), reference.age([x], normalized=normalized),
+                               rtol=1e-10, atol=1e-10)
+
+
+class TestPythonWrapper:
+    def model_with_grads(self):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        return model
+
+    def test_module_grads_and_weights(self):
+        model = self.model_with_grads()
+        grads = [p.grad for p in model.parameters()]
+        torch.testing.assert_close(neuralgrok.age(model), reference.age(grads))
+        torch.testing.assert_close(neuralgrok.age(model, of="weight"), reference.age([p.detach() for p in model.parameters()]))
+
+    def test_per_tensor_module_returns_names(self):
+        per = neuralgrok.age(self.model_with_grads(), per_tensor=True)
+        assert list(per) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+    def test_parameters_without_grad_are_skipped(self):
+        model = self.model_with_grads()
+        model[2].bias.grad = None
+        assert "2.bias" not in neuralgrok.age(model, per_tensor=True)
+
+    def test_clear_errors(self):
+        with pytest.raises(ValueError, match="backward"):
+            neuralgrok.age(torch.nn.Linear(2, 2))
+        with pytest.raises(ValueError, match="choose one of"):
+            neuralgrok.age(torch.nn.Linear(2, 2), of="bias")
+        with pytest.raises(TypeError, match="wrap a single tensor"):
+            neuralgrok.age(torch.ones(3))
+        with pytest.raises(TypeError, match="not a tensor"):
+            neuralgrok.age([torch.ones(3), 2.0])
+        with pytest.raises(ValueError, match="no tensors"):
+            neuralgrok.age([])
+
+
+def test_meta_tensors_give_shapes_only():
+    tensors = [torch.empty(3, 4, device="meta"), torch.empty(2, device="meta")]
+    assert torch.ops.neuralgrok.age(tensors, True, False, 1e-8).shape == (2,)
+    assert torch.ops.neuralgrok.age(tensors, False, False, 1e-8).shape == ()
+
+
+@pytest.mark.skipif(not hasattr(torch.library, "opcheck"), reason="torch.library.opcheck needs torch 2.4+")
+@pytest.mark.parametrize("per_tensor,normalized", VARIANTS)
+def test_opcheck(per_tensor, normalized):
+    tensors = [t.requires_grad_() for t in sample_tensors(torch.float64)]
+    torch.library.opcheck(torch.ops.neuralgrok.age.default, (tensors, per_tensor, normalized, 1e-8))
