@@ -42,6 +42,11 @@ class NeuralGrok(GradientTransformOptimizer):
             non-finite outer loss or meta-gradient follows the same policy, so the amplifier never
             receives NaN either.
 
+    Mixed precision: ``scaler.scale(loss).backward(); scaler.step(opt); scaler.update()``. The
+    scaler unscales the gradients (``scaler.unscale_(opt)``, explicit or inside ``scaler.step``)
+    *before* ``step`` transforms them, which matters: the amplifier's scores depend on the
+    gradients' magnitude. ``GradScaler.step`` takes no closure, so use ``meta="fast"`` with it.
+
     Example::
 
         opt = NeuralGrok(torch.optim.AdamW(model.parameters(), lr=1e-3),
