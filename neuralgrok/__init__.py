@@ -3,8 +3,9 @@
 Importing the package loads the C++ operators (``torch.ops.neuralgrok.*``).
 """
 from ._extension import BUILD_INFO
+from .amplifier import NeuralAmplifier
 from .metrics import age
 
 __version__ = "0.1.0"
 
-__all__ = ["BUILD_INFO", "age", "__version__"]
+__all__ = ["BUILD_INFO", "NeuralAmplifier", "age", "__version__"]
