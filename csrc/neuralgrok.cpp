@@ -16,6 +16,22 @@ TORCH_LIBRARY(neuralgrok, m) {
   // Grokfast MA filter, in place: push g into the ring buffer windows[i] (w, *g.shape) and its running
   // sum; once w gradients are stored, g += lamb * mean(window). counts[i] = gradients pushed before.
   m.def("grokfast_ma_(Tensor(a!)[] grads, Tensor(b!)[] windows, Tensor(c!)[] sums, int[] counts, float lamb) -> ()");
+
+  // NeuralGrok's amplifier: per tensor, s = MLP(g) entrywise (ReLU MLP given by its Linear layers),
+  // g' = rescale * (softmax(s) * g) / ||softmax(s) * g||_2. piecewise=True uses the exact
+  // piecewise-linear fast path (dense when it would not pay). The backward returns the grads
+  // w.r.t. grads, then weights, then biases.
+  m.def("amplify(Tensor[] grads, Tensor[] weights, Tensor[] biases, float rescale, bool piecewise=True) -> Tensor[]");
+  m.def("_amplify_backward(Tensor[] grad_outputs, Tensor[] grads, Tensor[] weights, Tensor[] biases, float rescale, "
+        "bool piecewise) -> Tensor[]");
+  // The amplifier's ReLU MLP compiled over [lo, hi] in float64: on piece k, from breakpoints[k-1]
+  // (inclusive) to breakpoints[k], s(g) = slopes[k] * g + intercepts[k].
+  m.def("_relu_mlp_pieces(Tensor[] weights, Tensor[] biases, float lo, float hi) -> "
+        "(Tensor breakpoints, Tensor slopes, Tensor intercepts)");
+  // NeuralGrok's virtual step for the meta-gradient: params[i] - lrs[i] * updates[i]. The backward
+  // returns the grads w.r.t. updates (those w.r.t. params are the cotangents).
+  m.def("virtual_step(Tensor[] params, Tensor[] updates, float[] lrs) -> Tensor[]");
+  m.def("_virtual_step_backward(Tensor[] grad_outputs, float[] lrs) -> Tensor[]");
 }
 
 // neuralgrok._C holds no Python bindings: importing it runs the registrations above, after which

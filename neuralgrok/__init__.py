@@ -3,9 +3,12 @@
 Importing the package loads the C++ operators (``torch.ops.neuralgrok.*``).
 """
 from ._extension import BUILD_INFO
+from .amplifier import NeuralAmplifier
 from .grokfast import Grokfast, GrokfastEMA, GrokfastMA
 from .metrics import age
+from .optimizer import NeuralGrok
 
 __version__ = "0.1.0"
 
-__all__ = ["BUILD_INFO", "Grokfast", "GrokfastEMA", "GrokfastMA", "age", "__version__"]
+__all__ = ["BUILD_INFO", "Grokfast", "GrokfastEMA", "GrokfastMA", "NeuralAmplifier", "NeuralGrok", "age",
+           "__version__"]

@@ -120,3 +120,36 @@ class GrokfastMA:
             if len(recent) == self.window:
                 mean = torch.stack(list(recent)).double().mean(dim=0).to(g.dtype)
                 g.copy_(g + self.lamb * mean)
+def amplify(grads, weights, biases, rescale=1.0, activation=torch.relu):
+    """Reference for ``torch.ops.neuralgrok.amplify`` (always dense).
+
+    Per tensor g: s = MLP(g) entrywise, p = softmax(s), g' = rescale * (p * g) / ||p * g||_2.
+    The MLP is the Linear layers ``(weights[l], biases[l])`` with ``activation`` between them
+    (the op's is ReLU). An all-zero or empty tensor gives zeros, with zero gradients.
+    """
+    return [_amplify_tensor(g, weights, biases, rescale, activation) for g in grads]
+
+
+def _scalar_mlp(column, weights, biases, activation):
+    h = column
+    for layer, (weight, bias) in enumerate(zip(weights, biases)):
+        h = torch.nn.functional.linear(h, weight, bias)
+        if layer < len(weights) - 1:
+            h = activation(h)
+    return h
+
+
+def _amplify_tensor(grad, weights, biases, rescale, activation):
+    g = grad.reshape(-1)
+    scores = _scalar_mlp(g.reshape(-1, 1), weights, biases, activation).reshape(-1)
+    p = torch.softmax(scores, dim=0)
+    u = p * g
+    norm = torch.linalg.vector_norm(u)
+    if norm == 0:
+        return (u * 0).reshape(grad.shape)
+    return (rescale * u / norm).reshape(grad.shape)
+
+
+def virtual_step(params, updates, lrs):
+    """Reference for ``torch.ops.neuralgrok.virtual_step``: ``params[i] - lrs[i] * updates[i]``."""
+    return [p - lr * u for p, u, lr in zip(params, updates, lrs)]

@@ -73,6 +73,20 @@ inline void check_cpu(at::TensorList tensors, const char* op, const char* what) 
   }
 }
 
+// Every tensor of `tensors` has the dtype and device of `like` (the first tensor of another list
+// already checked with check_float_tensor_list).
+inline void check_matches(at::TensorList tensors, const at::Tensor& like, const char* op, const char* what,
+                          const char* what_like) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    TORCH_CHECK(t.defined(), op, ": ", what, "[", i, "] is undefined");
+    TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", what, "[", i, "] has dtype ", t.scalar_type(),
+                " but ", what_like, " have ", like.scalar_type(), "; all must match");
+    TORCH_CHECK(t.device() == like.device(), op, ": ", what, "[", i, "] is on ", t.device(), " but ", what_like,
+                " are on ", like.device(), "; all must be on one device");
+  }
+}
+
 // Pairs two lists element by element: same length, same shapes.
 inline void check_same_shapes(at::TensorList a, at::TensorList b, const char* op, const char* what_a,
                               const char* what_b) {

@@ -1,0 +1,433 @@
+// NeuralGrok's neural amplifier (arXiv 2504.17243) applied to a list of gradient tensors:
+//
+//   s_i = MLP(g_i)  (a ReLU MLP on one scalar, see relu_mlp.h),  p = softmax(s) over one tensor,
+//   g'  = c * (p * g) / ||p * g||_2  =  c * u / ||u||_2   with  u_i = exp(s_i - max s) * g_i
+//
+// (the softmax denominator cancels). An all-zero tensor gives zeros, with zero gradients; an
+// empty tensor gives an empty output. A non-finite grad is rejected, naming its list index,
+// before anything is computed. Scores and norms are accumulated in float64.
+//
+// piecewise=True (the fast path) compiles the MLP into a table of pieces over [min g, max g] of
+// all the grads, in float64, then scores each entry by a binary search in the breakpoints; its
+// backward needs two sums per piece instead of a dense backward over every entry. An entry on a
+// breakpoint takes the piece on its right. When the table would be too large (piece_budget) the
+// op runs the dense path, which is what piecewise=False always does: the MLP on every entry in
+// batched matmuls.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "ops/common.h"
+#include "ops/relu_mlp.h"
+
+namespace neuralgrok {
+namespace {
+
+constexpr int64_t kGrainSize = 16384;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// The piece-count rule. Compiling costs about one float64 MLP evaluation per piece and the
+// backward keeps two float64 sums per piece per thread, so the table is used while it has at most
+// max(256, N / 4) pieces for N entries in all (never more than 65536); otherwise the dense path.
+constexpr int64_t kMinPieceBudget = 256;
+constexpr int64_t kMaxPieces = 65536;
+
+int64_t piece_budget(int64_t total_entries) {
+  return std::min(kMaxPieces, std::max(kMinPieceBudget, total_entries / 4));
+}
+
+void check_amplify_args(at::TensorList grads, at::TensorList weights, at::TensorList biases, double rescale,
+                        const char* op) {
+  check_float_tensor_list(grads, op, "grads");
+  check_cpu(grads, op, "grads");
+  check_relu_mlp(weights, biases, grads[0], "grads", op);
+  TORCH_CHECK(std::isfinite(rescale), op, ": rescale must be finite, got ", rescale);
+}
+
+std::vector<at::Tensor> flat_contiguous(at::TensorList tensors) {
+  std::vector<at::Tensor> flat;
+  flat.reserve(tensors.size());
+  for (const auto& t : tensors) flat.push_back(t.contiguous().view({t.numel()}));
+  return flat;
+}
+
+int64_t total_numel(const std::vector<at::Tensor>& tensors) {
+  int64_t total = 0;
+  for (const auto& t : tensors) total += t.numel();
+  return total;
+}
+
+struct Range {
+  double lo, hi;
+};
+
+// The range the piece table must cover, in the one read-only pass that also rejects non-finite
+// grads, so nothing is computed or written for a bad input.
+template <typename scalar_t>
+Range finite_range(const std::vector<at::Tensor>& flat, const char* op) {
+  struct Extent {
+    double lo, hi;
+    bool finite;
+  };
+  Range range{kInf, -kInf};
+  for (size_t t = 0; t < flat.size(); ++t) {
+    const scalar_t* g = flat[t].data_ptr<scalar_t>();
+    const Extent extent = at::parallel_reduce(
+        0, flat[t].numel(), kGrainSize, Extent{kInf, -kInf, true},
+        [&](int64_t begin, int64_t end, Extent acc) {
+          for (int64_t i = begin; i < end; ++i) {
+            const double v = static_cast<double>(g[i]);
+            acc.finite = acc.finite && std::isfinite(v);
+            acc.lo = std::min(acc.lo, v);
+            acc.hi = std::max(acc.hi, v);
+          }
+          return acc;
+        },
+        [](Extent a, Extent b) { return Extent{std::min(a.lo, b.lo), std::max(a.hi, b.hi), a.finite && b.finite}; });
+    TORCH_CHECK(extent.finite, op, ": grads[", t, "] contains NaN or Inf");
+    range = {std::min(range.lo, extent.lo), std::max(range.hi, extent.hi)};
+  }
+  return range.lo <= range.hi ? range : Range{0.0, 0.0};  // every tensor empty
+}
+
+// Scores read from the dense MLP's output.
+template <typename scalar_t>
+struct DenseScores {
+  const scalar_t* s;
+  double operator()(int64_t i) const { return static_cast<double>(s[i]); }
+};
+
+// Scores from each entry's piece of the compiled table.
+template <typename scalar_t>
+struct PiecewiseScores {
+  const scalar_t* g;
+  const int32_t* piece;
+  const double* slopes;
+  const double* intercepts;
+  double operator()(int64_t i) const {
+    const int32_t k = piece[i];
+    return slopes[k] * static_cast<double>(g[i]) + intercepts[k];
+  }
+};
+
+template <typename scalar_t>
+at::Tensor pieces_of(const at::Tensor& flat_grad, const PiecewiseMlp& table) {
+  const int64_t n = flat_grad.numel();
+  at::Tensor piece = at::empty({n}, at::dtype(at::kInt));
+  const scalar_t* g = flat_grad.data_ptr<scalar_t>();
+  int32_t* k = piece.data_ptr<int32_t>();
+  at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) k[i] = static_cast<int32_t>(table.piece_of(static_cast<double>(g[i])));
+  });
+  return piece;
+}
+
+template <typename scalar_t>
+PiecewiseScores<scalar_t> piecewise_scores(const at::Tensor& flat_grad, const at::Tensor& piece,
+                                           const PiecewiseMlp& table) {
+  return {flat_grad.data_ptr<scalar_t>(), piece.data_ptr<int32_t>(), table.slopes.data(), table.intercepts.data()};
+}
+
+// What normalizes one tensor: max_i s_i and ||u||_2 for u_i = exp(s_i - max s) * g_i.
+struct Normalizer {
+  double s_max;
+  double norm;
+};
+
+template <typename scalar_t, typename Scores>
+Normalizer normalizer_of(const scalar_t* g, int64_t n, const Scores& score) {
+  const double s_max = at::parallel_reduce(
+      0, n, kGrainSize, -kInf,
+      [&](int64_t begin, int64_t end, double m) {
+        for (int64_t i = begin; i < end; ++i) m = std::max(m, score(i));
+        return m;
+      },
+      [](double a, double b) { return std::max(a, b); });
+  const auto u = [&](int64_t i) { return std::exp(score(i) - s_max) * static_cast<double>(g[i]); };
+  using SumAndMax = std::pair<double, double>;  // sum of u_i^2, max |u_i|
+  const SumAndMax squares = at::parallel_reduce(
+      0, n, kGrainSize, SumAndMax{0.0, 0.0},
+      [&](int64_t begin, int64_t end, SumAndMax acc) {
+        for (int64_t i = begin; i < end; ++i) {
+          const double v = u(i);
+          acc.first += v * v;
+          acc.second = std::max(acc.second, std::abs(v));
+        }
+        return acc;
+      },
+      [](SumAndMax a, SumAndMax b) { return SumAndMax{a.first + b.first, std::max(a.second, b.second)}; });
+  if (squares.first > 1e-250 && squares.first < 1e250) return {s_max, std::sqrt(squares.first)};
+  // Squares of float64 entries beyond about 1e+-150 leave double's range: scale by max |u| first.
+  const double u_max = squares.second;
+  if (u_max == 0.0) return {s_max, 0.0};
+  const double scaled = at::parallel_reduce(
+      0, n, kGrainSize, 0.0,
+      [&](int64_t begin, int64_t end, double acc) {
+        for (int64_t i = begin; i < end; ++i) {
+          const double v = u(i) / u_max;
+          acc += v * v;
+        }
+        return acc;
+      },
+      std::plus<double>());
+  return {s_max, u_max * std::sqrt(scaled)};
+}
+
+template <typename scalar_t, typename Scores>
+void write_amplified(const scalar_t* g, int64_t n, const Scores& score, double rescale, scalar_t* out) {
+  const Normalizer nz = normalizer_of(g, n, score);
+  at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const double v = nz.norm > 0.0 ? std::exp(score(i) - nz.s_max) * static_cast<double>(g[i]) / nz.norm : 0.0;
+      out[i] = static_cast<scalar_t>(rescale * v);
+    }
+  });
+}
+
+// Contiguous blocks of [0, n), at most one per thread. The backward's per-piece sums are kept per
+// block and added in block order, so they do not depend on scheduling.
+int64_t num_blocks(int64_t n) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (n + kGrainSize - 1) / kGrainSize));
+}
+
+// The backward of one tensor's normalization, for output cotangent y. Calls
+// sink(block, i, delta_i, direct_i) for every entry, where delta_i is the cotangent on s_i and
+// direct_i is dL/dg_i through u_i = e_i g_i at fixed s (e_i = exp(s_i - max s)). With
+// v = u / ||u|| and w_i = c (y_i - v_i (v . y)):  delta_i = w_i v_i,  direct_i = w_i e_i / ||u||.
+// The max shift needs no term: the output does not depend on it. An all-zero tensor gets zeros.
+template <typename scalar_t, typename Scores, typename Sink>
+void for_each_cotangent(const scalar_t* g, const scalar_t* y, int64_t n, const Scores& score, double rescale,
+                        const Sink& sink) {
+  const Normalizer nz = normalizer_of(g, n, score);
+  const auto e = [&](int64_t i) { return std::exp(score(i) - nz.s_max); };
+  const double v_dot_y = nz.norm == 0.0 ? 0.0
+                                        : at::parallel_reduce(
+                                              0, n, kGrainSize, 0.0,
+                                              [&](int64_t begin, int64_t end, double acc) {
+                                                for (int64_t i = begin; i < end; ++i) {
+                                                  acc += e(i) * static_cast<double>(g[i]) / nz.norm *
+                                                         static_cast<double>(y[i]);
+                                                }
+                                                return acc;
+                                              },
+                                              std::plus<double>());
+  const int64_t blocks = num_blocks(n);
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) {
+      for (int64_t i = n * b / blocks; i < n * (b + 1) / blocks; ++i) {
+        if (nz.norm == 0.0) {
+          sink(b, i, 0.0, 0.0);
+          continue;
+        }
+        const double ei = e(i);
+        const double v = ei * static_cast<double>(g[i]) / nz.norm;
+        const double w = rescale * (static_cast<double>(y[i]) - v * v_dot_y);
+        sink(b, i, w * v, w * ei / nz.norm);
+      }
+    }
+  });
+}
+
+std::optional<PiecewiseMlp> piece_table(const std::vector<at::Tensor>& flat, at::TensorList weights,
+                                        at::TensorList biases, Range range, bool piecewise) {
+  if (!piecewise) return std::nullopt;
+  return compile_relu_mlp(weights, biases, range.lo, range.hi, piece_budget(total_numel(flat)));
+}
+
+template <typename scalar_t>
+std::vector<at::Tensor> amplify_kernel(at::TensorList grads, at::TensorList weights, at::TensorList biases,
+                                       double rescale, bool piecewise, const char* op) {
+  const auto flat = flat_contiguous(grads);
+  const Range range = finite_range<scalar_t>(flat, op);
+  std::vector<at::Tensor> outputs;
+  outputs.reserve(grads.size());
+  for (const auto& g : grads) outputs.push_back(at::empty(g.sizes(), g.options()));
+  const auto table = piece_table(flat, weights, biases, range, piecewise);
+  if (table) {
+    for (size_t t = 0; t < flat.size(); ++t) {
+      const at::Tensor piece = pieces_of<scalar_t>(flat[t], *table);
+      write_amplified(flat[t].data_ptr<scalar_t>(), flat[t].numel(), piecewise_scores<scalar_t>(flat[t], piece, *table),
+                      rescale, outputs[t].data_ptr<scalar_t>());
+    }
+    return outputs;
+  }
+  const at::Tensor scores = relu_mlp_forward(at::cat(flat), weights, biases);
+  int64_t offset = 0;
+  for (size_t t = 0; t < flat.size(); ++t) {
+    const int64_t n = flat[t].numel();
+    write_amplified(flat[t].data_ptr<scalar_t>(), n, DenseScores<scalar_t>{scores.data_ptr<scalar_t>() + offset},
+                    rescale, outputs[t].data_ptr<scalar_t>());
+    offset += n;
+  }
+  return outputs;
+}
+
+// Returns the grads w.r.t. grads, then weights, then biases.
+template <typename scalar_t>
+std::vector<at::Tensor> amplify_backward_kernel(at::TensorList grad_outputs, at::TensorList grads,
+                                                at::TensorList weights, at::TensorList biases, double rescale,
+                                                bool piecewise, const char* op) {
+  const auto flat = flat_contiguous(grads);
+  const auto flat_cotangents = flat_contiguous(grad_outputs);
+  const Range range = finite_range<scalar_t>(flat, op);
+  std::vector<at::Tensor> grad_inputs;
+  grad_inputs.reserve(grads.size());
+  for (const auto& g : grads) grad_inputs.push_back(at::empty(g.sizes(), g.options()));
+  std::vector<at::Tensor> weight_grads, bias_grads;
+  const auto table = piece_table(flat, weights, biases, range, piecewise);
+  if (table) {
+    const int64_t num_pieces = table->num_pieces();
+    // Per block and piece: S0 = sum delta_i and S1 = sum delta_i g_i.
+    at::Tensor block_sums = at::zeros({at::get_num_threads(), num_pieces, 2}, at::dtype(at::kDouble));
+    double* sums = block_sums.data_ptr<double>();
+    const double* slopes = table->slopes.data();
+    for (size_t t = 0; t < flat.size(); ++t) {
+      const at::Tensor piece = pieces_of<scalar_t>(flat[t], *table);
+      const int32_t* k = piece.data_ptr<int32_t>();
+      const scalar_t* g = flat[t].data_ptr<scalar_t>();
+      scalar_t* dg = grad_inputs[t].data_ptr<scalar_t>();
+      for_each_cotangent(g, flat_cotangents[t].data_ptr<scalar_t>(), flat[t].numel(),
+                         piecewise_scores<scalar_t>(flat[t], piece, *table), rescale,
+                         [&](int64_t block, int64_t i, double delta, double direct) {
+                           dg[i] = static_cast<scalar_t>(direct + delta * slopes[k[i]]);
+                           double* piece_sums = sums + (block * num_pieces + k[i]) * 2;
+                           piece_sums[0] += delta;
+                           piece_sums[1] += delta * static_cast<double>(g[i]);
+                         });
+    }
+    const at::Tensor piece_sums = block_sums.sum(0);
+    std::tie(weight_grads, bias_grads) = piecewise_parameter_grads(
+        *table, weights, biases, piece_sums.select(1, 0).contiguous(), piece_sums.select(1, 1).contiguous());
+  } else {
+    const at::Tensor x = at::cat(flat);
+    const at::Tensor scores = relu_mlp_forward(x, weights, biases);
+    at::Tensor score_cotangents = at::empty_like(x);
+    scalar_t* delta_all = score_cotangents.data_ptr<scalar_t>();
+    int64_t offset = 0;
+    for (size_t t = 0; t < flat.size(); ++t) {
+      scalar_t* dg = grad_inputs[t].data_ptr<scalar_t>();
+      scalar_t* delta_t = delta_all + offset;
+      for_each_cotangent(flat[t].data_ptr<scalar_t>(), flat_cotangents[t].data_ptr<scalar_t>(), flat[t].numel(),
+                         DenseScores<scalar_t>{scores.data_ptr<scalar_t>() + offset}, rescale,
+                         [&](int64_t, int64_t i, double delta, double direct) {
+                           dg[i] = static_cast<scalar_t>(direct);
+                           delta_t[i] = static_cast<scalar_t>(delta);
+                         });
+      offset += flat[t].numel();
+    }
+    auto mlp_grads = relu_mlp_backward(x, score_cotangents, weights, biases);
+    offset = 0;
+    for (size_t t = 0; t < flat.size(); ++t) {
+      const int64_t n = flat[t].numel();
+      grad_inputs[t].view({n}).add_(mlp_grads.input.narrow(0, offset, n));
+      offset += n;
+    }
+    weight_grads = std::move(mlp_grads.weights);
+    bias_grads = std::move(mlp_grads.biases);
+  }
+  grad_inputs.insert(grad_inputs.end(), weight_grads.begin(), weight_grads.end());
+  grad_inputs.insert(grad_inputs.end(), bias_grads.begin(), bias_grads.end());
+  return grad_inputs;
+}
+
+std::vector<at::Tensor> amplify_cpu(at::TensorList grads, at::TensorList weights, at::TensorList biases,
+                                    double rescale, bool piecewise) {
+  constexpr const char* op = "neuralgrok::amplify";
+  check_amplify_args(grads, weights, biases, rescale, op);
+  at::AutoDispatchBelowADInplaceOrView guard;  // internal ATen calls never build a graph
+  std::vector<at::Tensor> outputs;
+  AT_DISPATCH_FLOATING_TYPES(grads[0].scalar_type(), op, [&] {
+    outputs = amplify_kernel<scalar_t>(grads, weights, biases, rescale, piecewise, op);
+  });
+  return outputs;
+}
+
+std::vector<at::Tensor> amplify_backward_cpu(at::TensorList grad_outputs, at::TensorList grads,
+                                             at::TensorList weights, at::TensorList biases, double rescale,
+                                             bool piecewise) {
+  constexpr const char* op = "neuralgrok::_amplify_backward";
+  check_amplify_args(grads, weights, biases, rescale, op);
+  check_same_shapes(grad_outputs, grads, op, "grad_outputs", "grads");
+  check_matches(grad_outputs, grads[0], op, "grad_outputs", "grads");
+  at::AutoDispatchBelowADInplaceOrView guard;
+  std::vector<at::Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES(grads[0].scalar_type(), op, [&] {
+    result = amplify_backward_kernel<scalar_t>(grad_outputs, grads, weights, biases, rescale, piecewise, op);
+  });
+  return result;
+}
+
+std::vector<at::Tensor> amplify_dispatch(at::TensorList grads, at::TensorList weights, at::TensorList biases,
+                                         double rescale, bool piecewise) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("neuralgrok::amplify", "")
+                       .typed<std::vector<at::Tensor>(at::TensorList, at::TensorList, at::TensorList, double, bool)>();
+  return op.call(grads, weights, biases, rescale, piecewise);
+}
+
+std::vector<at::Tensor> amplify_backward_dispatch(at::TensorList grad_outputs, at::TensorList grads,
+                                                  at::TensorList weights, at::TensorList biases, double rescale,
+                                                  bool piecewise) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("neuralgrok::_amplify_backward", "")
+          .typed<std::vector<at::Tensor>(at::TensorList, at::TensorList, at::TensorList, at::TensorList, double,
+                                         bool)>();
+  return op.call(grad_outputs, grads, weights, biases, rescale, piecewise);
+}
+
+class AmplifyFunction : public torch::autograd::Function<AmplifyFunction> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::TensorList grads,
+                                                at::TensorList weights, at::TensorList biases, double rescale,
+                                                bool piecewise) {
+    ctx->saved_data["num_grads"] = static_cast<int64_t>(grads.size());
+    ctx->saved_data["rescale"] = rescale;
+    ctx->saved_data["piecewise"] = piecewise;
+    std::vector<at::Tensor> saved = grads.vec();
+    saved.insert(saved.end(), weights.begin(), weights.end());
+    saved.insert(saved.end(), biases.begin(), biases.end());
+    ctx->save_for_backward(saved);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return amplify_dispatch(grads, weights, biases, rescale, piecewise);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto num_grads = static_cast<size_t>(ctx->saved_data["num_grads"].toInt());
+    const size_t num_layers = (saved.size() - num_grads) / 2;
+    const at::TensorList all(saved);
+    auto result = amplify_backward_dispatch(grad_outputs, all.slice(0, num_grads), all.slice(num_grads, num_layers),
+                                            all.slice(num_grads + num_layers), ctx->saved_data["rescale"].toDouble(),
+                                            ctx->saved_data["piecewise"].toBool());
+    result.resize(result.size() + 2);  // rescale and piecewise are not differentiable
+    return result;
+  }
+};
+
+std::vector<at::Tensor> amplify_autograd(at::TensorList grads, at::TensorList weights, at::TensorList biases,
+                                         double rescale, bool piecewise) {
+  return AmplifyFunction::apply(grads, weights, biases, rescale, piecewise);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(neuralgrok, CPU, m) {
+  m.impl("amplify", TORCH_FN(amplify_cpu));
+  m.impl("_amplify_backward", TORCH_FN(amplify_backward_cpu));
+}
+
+TORCH_LIBRARY_IMPL(neuralgrok, Autograd, m) {
+  m.impl("amplify", TORCH_FN(amplify_autograd));
+}
+
+}  // namespace neuralgrok
