@@ -27,8 +27,8 @@ def median_seconds(fn, repeats=15, warmup=3):
 def standard_setup(p=97, width=128, depth=2, heads=4, batch_size=512, seed=0):
     """The standard model and one training batch of a*b mod p."""
     torch.manual_seed(seed)
-    data = tasks.modular_task("mul", p, train_fraction=0.5, seed=seed)
-    model = models.Transformer(tasks.vocabulary_size(p), p, data.train_inputs.shape[1], width=width,
+    data = tasks.modular_task("a*b", p, train_fraction=0.5, seed=seed)
+    model = models.Transformer(data.vocab_size, data.num_classes, data.sequence_length, width=width,
                                depth=depth, heads=heads)
     batch = (data.train_inputs[:batch_size], data.train_labels[:batch_size])
     return model, batch
@@ -36,7 +36,7 @@ def standard_setup(p=97, width=128, depth=2, heads=4, batch_size=512, seed=0):
 
 def standard_gradients(**kwargs):
     model, (inputs, labels) = standard_setup(**kwargs)
-    models.answer_loss(model, inputs, labels).backward()
+    models.answer_loss(model, inputs, labels)[0].backward()
     return [p.grad for p in model.parameters()]
 
 
