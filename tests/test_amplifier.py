@@ -144,6 +144,16 @@ def test_piecewise_matches_dense(hidden_sizes, scale, count):
     assert_lists_close(fast[1], dense[1], 1e-9)
 
 
+def test_too_many_pieces_falls_back_to_dense():
+    amplifier = make_amplifier((512,))
+    grads = [torch.linspace(-100, 100, 10, dtype=F64)]
+    assert piece_count(amplifier, grads) > 256  # over max(256, N / 4): the op runs the dense path
+    fast = values_and_grads(by_method(amplifier, "piecewise"), grads, amplifier)
+    expected = values_and_grads(by_reference(amplifier), grads, amplifier)
+    assert_lists_close(fast[0], expected[0], 1e-10)
+    assert_lists_close(fast[1], expected[1], 1e-9)
+
+
 def test_piecewise_float32_is_as_accurate_as_a_float64_reference():
     # The table is compiled and evaluated in float64, so float32 inputs lose only the final casts,
     # even where s is large (1e6-scale entries) and float32 scores would distort the softmax.
@@ -262,7 +272,7 @@ def test_state_dict_keys_match_the_reference_layout():
 
 def test_forward_and_amplify_agree_and_keep_shapes():
     amplifier = make_amplifier((16,), torch.float32)
-    grads = random_grads(MIXED_SHAPES, dtype=torch.float32)
+    grads = random_grads(MIXED_SHAPES, dtype=torch.float32) + [torch.randn(6, 4).t(), torch.randn(5, 8)[:, ::3]]
     for method in ("auto", "piecewise", "dense"):
         outputs = amplifier.amplify(grads, method=method)
         for grad, output in zip(grads, outputs):
