@@ -20,8 +20,10 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
+#include <tuple>
 #include <utility>
 #include <vector>
 
