@@ -44,6 +44,8 @@ demo: install
 
 bench: install
 	$(PY) bench/bench_age.py
+	$(PY) bench/bench_amplifier.py
+	$(PY) bench/bench_neuralgrok.py
 
 clean:
 	rm -rf build $(VENV) neuralgrok/_C*.so neuralgrok/_build_info.json

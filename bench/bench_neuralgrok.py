@@ -63,27 +63,6 @@ def measure(method, repeats, meta_every, hidden):
     return {"method": method, "seconds_per_step": seconds, "peak_rss_growth_mib": peak}
 
 
-def transform_costs(hidden, repeats):
-    """Amplifier transform and meta-gradient on the standard model's gradients: piecewise vs dense."""
-    model, batch = standard_setup()
-    models.answer_loss(model, *batch)[0].backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    amplifier = neuralgrok.NeuralAmplifier(hidden_sizes=hidden)
-    result = {}
-    for method in ("piecewise", "dense"):
-        with torch.no_grad():
-            result[f"transform_{method}"] = median_seconds(lambda: amplifier.amplify(grads, method=method),
-                                                           repeats=repeats)
-        cotangents = [torch.randn_like(g) for g in grads]
-
-        def meta_gradient():
-            outputs = amplifier.amplify(grads, method=method)
-            torch.autograd.backward(outputs, cotangents)
-
-        result[f"meta_gradient_{method}"] = median_seconds(meta_gradient, repeats=repeats)
-    return result
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
@@ -110,15 +89,6 @@ def main():
         print(f"| {row['method']} | {row['seconds_per_step'] * 1e3:.1f} | "
               f"{row['seconds_per_step'] / base['seconds_per_step']:.2f}x | {row['peak_rss_growth_mib']:.0f} | "
               f"{row['peak_rss_growth_mib'] / max(base['peak_rss_growth_mib'], 1e-9):.2f}x |")
-    costs = transform_costs(hidden, args.repeats)
-    step = base["seconds_per_step"]
-    print(f"\n| amplifier on all gradients, hidden {hidden} | piecewise (ms) | dense (ms) | speed-up |"
-          f" piecewise vs AdamW step |")
-    print("|---|---|---|---|---|")
-    for what in ("transform", "meta_gradient"):
-        fast, dense = costs[f"{what}_piecewise"], costs[f"{what}_dense"]
-        print(f"| {what.replace('_', ' ')} | {fast * 1e3:.2f} | {dense * 1e3:.1f} | {dense / fast:.0f}x | "
-              f"{fast / step:.1%} |")
 
 
 if __name__ == "__main__":
