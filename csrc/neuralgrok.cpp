@@ -10,6 +10,12 @@ TORCH_LIBRARY(neuralgrok, m) {
   // entries; normalized=True gives the Shannon entropy of |x| / ||x||_1 instead.
   m.def("age(Tensor[] tensors, bool per_tensor=False, bool normalized=False, float eps=1e-08) -> Tensor");
   m.def("_age_backward(Tensor grad, Tensor[] tensors, bool per_tensor, bool normalized, float eps) -> Tensor[]");
+  // Grokfast EMA filter (arXiv 2405.20233), in place: ema = alpha*ema + (1-alpha)*g (ema = g where
+  // not initialized), then g += lamb*ema.
+  m.def("grokfast_ema_(Tensor(a!)[] grads, Tensor(b!)[] ema, bool[] initialized, float alpha, float lamb) -> ()");
+  // Grokfast MA filter, in place: push g into the ring buffer windows[i] (w, *g.shape) and its running
+  // sum; once w gradients are stored, g += lamb * mean(window). counts[i] = gradients pushed before.
+  m.def("grokfast_ma_(Tensor(a!)[] grads, Tensor(b!)[] windows, Tensor(c!)[] sums, int[] counts, float lamb) -> ()");
 }
 
 // neuralgrok._C holds no Python bindings: importing it runs the registrations above, after which

@@ -1,8 +1,11 @@
 """Pure-PyTorch reference implementations of every C++ op, written for clarity, not speed.
 
-The tests check the C++ ops against these (values and gradients). Each function mirrors one
-op's semantics exactly, including its conventions for zeros and empty tensors.
+The tests check the C++ ops against these (values and gradients). Each one mirrors one
+op's semantics exactly, including its conventions for zeros and empty tensors. Stateful ops
+have a reference class holding the state the way the paper describes it.
 """
+from collections import deque
+
 import torch
 
 
@@ -26,3 +29,46 @@ def _shannon(a):
     q = a / total
     q_log_q = torch.where(q > 0, q * torch.log(torch.where(q > 0, q, torch.ones_like(q))), torch.zeros_like(q))
     return -q_log_q.sum()
+
+
+class GrokfastEMA:
+    """Reference for ``torch.ops.neuralgrok.grokfast_ema_`` (and :class:`neuralgrok.GrokfastEMA`).
+
+    Per gradient position: the EMA starts at the first gradient, then
+    ``ema = alpha * ema + (1 - alpha) * g``; every call returns ``g + lamb * ema`` in place.
+    """
+
+    def __init__(self, alpha=0.98, lamb=2.0):
+        self.alpha = alpha
+        self.lamb = lamb
+        self.ema = None
+
+    def apply_(self, grads):
+        if self.ema is None:
+            self.ema = [g.clone() for g in grads]
+        else:
+            self.ema = [self.alpha * e + (1 - self.alpha) * g for e, g in zip(self.ema, grads)]
+        for g, e in zip(grads, self.ema):
+            g.copy_(g + self.lamb * e)
+
+
+class GrokfastMA:
+    """Reference for ``torch.ops.neuralgrok.grokfast_ma_`` (and :class:`neuralgrok.GrokfastMA`).
+
+    Per gradient position, a deque of the last ``window`` gradients; once it is full, every call
+    returns ``g + lamb * mean(deque)`` in place (the mean taken afresh each time, in float64).
+    """
+
+    def __init__(self, window=100, lamb=5.0):
+        self.window = window
+        self.lamb = lamb
+        self.history = None
+
+    def apply_(self, grads):
+        if self.history is None:
+            self.history = [deque(maxlen=self.window) for _ in grads]
+        for g, recent in zip(grads, self.history):
+            recent.append(g.clone())
+            if len(recent) == self.window:
+                mean = torch.stack(list(recent)).double().mean(dim=0).to(g.dtype)
+                g.copy_(g + self.lamb * mean)
