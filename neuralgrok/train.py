@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .files import atomic_write_text, read_toml, to_toml
+from .grokfast import Grokfast
 from .metrics import age
 from .models import Transformer, answer_loss, evaluate
 from .tasks import modular_task, task_problems
@@ -111,11 +112,10 @@ class TrainConfig:
 
 def _build_grokfast(mode):
     def build(base_optimizer, model, config):
-        from .grokfast import Grokfast  # on the grokfast branch until it is merged
-
+        names = {p: n for n, p in model.named_parameters()}  # for its non-finite gradient errors
         if mode == "ema":
-            return Grokfast(base_optimizer, mode="ema", alpha=config.ema_alpha, lamb=config.ema_lamb)
-        return Grokfast(base_optimizer, mode="ma", window=config.ma_window, lamb=config.ma_lamb)
+            return Grokfast(base_optimizer, mode="ema", alpha=config.ema_alpha, lamb=config.ema_lamb, param_names=names)
+        return Grokfast(base_optimizer, mode="ma", window=config.ma_window, lamb=config.ma_lamb, param_names=names)
 
     return build
 

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from neuralgrok.grokfast import Grokfast
 from neuralgrok.files import atomic_write, atomic_write_text, read_toml, to_toml
 from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, summarize, summary_table,
                               train, training_batches)
@@ -129,3 +130,17 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     atomic_write_text(target, "second")
     assert target.read_text() == "second"
     assert os.listdir(tmp_path) == ["file.txt"]
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("grokfast-ema", {"mode": "ema", "alpha": 0.9, "lamb": 3.0}),
+    ("grokfast-ma", {"mode": "ma", "window": 7, "lamb": 4.0}),
+])
+def test_grokfast_methods_wrap_adamw_with_the_configs_hyperparameters(method, expected):
+    config = TrainConfig(method=method, ema_alpha=0.9, ema_lamb=3.0, ma_window=7, ma_lamb=4.0)
+    model = torch.nn.Linear(2, 2)
+    base = torch.optim.AdamW(model.parameters())
+    optimizer = METHODS[method](base, model, config)
+    assert isinstance(optimizer, Grokfast) and optimizer.base_optimizer is base
+    assert optimizer.mode == expected.pop("mode")
+    assert optimizer.filter.hyperparameters() == expected
