@@ -9,6 +9,7 @@ Example (the same as ``neuralgrok run --task a+b --p 47 --method grokfast-ema --
 A method is a function ``(base_optimizer, model, config) -> optimizer`` in :data:`METHODS`;
 adding one is a :func:`register_method` call plus its hyperparameter fields in :class:`TrainConfig`.
 """
+import contextlib
 import csv
 import dataclasses
 import io
@@ -206,8 +207,29 @@ def train(config, out_dir=None, progress=True):
     if out_dir is not None:
         out_dir = Path(out_dir)
         atomic_write_text(out_dir / "config.toml", to_toml(config.to_dict()))
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    with cpu_threads(config.threads):
+        model, history, wall_time_s = _optimise(config, progress)
+    summary = summarize(config, history, wall_time_s)
+    if out_dir is not None:
+        atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return RunResult(config, history, summary, model, out_dir)
+
+
+@contextlib.contextmanager
+def cpu_threads(count):
+    """Run the block with ``count`` torch CPU threads (0 = as they are), then restore the count."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _optimise(config, progress):
+    """The training loop; returns ``(model, history, wall time in seconds)``."""
     seed_everything(config.seed)
     device = torch.device(config.device)
     data = modular_task(config.task, config.p, config.train_fraction, config.seed)
@@ -249,11 +271,7 @@ def train(config, out_dir=None, progress=True):
             bar.update()
     finally:
         bar.close()
-    summary = summarize(config, history, time.perf_counter() - start)
-    if out_dir is not None:
-        atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return RunResult(config, history, summary, model, out_dir)
+    return model, history, time.perf_counter() - start
 
 
 def _cell(value, kind):

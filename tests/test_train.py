@@ -144,3 +144,9 @@ def test_grokfast_methods_wrap_adamw_with_the_configs_hyperparameters(method, ex
     assert isinstance(optimizer, Grokfast) and optimizer.base_optimizer is base
     assert optimizer.mode == expected.pop("mode")
     assert optimizer.filter.hyperparameters() == expected
+
+
+def test_thread_count_is_restored_after_a_run():
+    before = torch.get_num_threads()
+    train(TrainConfig(**dict(TINY, steps=1, eval_every=1, threads=before + 1)), progress=False)
+    assert torch.get_num_threads() == before
