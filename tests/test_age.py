@@ -170,3 +170,25 @@ def test_meta_tensors_give_shapes_only():
 def test_opcheck(per_tensor, normalized):
     tensors = [t.requires_grad_() for t in sample_tensors(torch.float64)]
     torch.library.opcheck(torch.ops.neuralgrok.age.default, (tensors, per_tensor, normalized, 1e-8))
+
+
+@pytest.mark.parametrize("values", [[5e-324], [5e-324, 5e-324, 1e-320], [1e-310, 3e-300, 0.0, 2e-308]])
+def test_normalized_is_exact_for_subnormal_inputs(values):
+    # The normalised entropy is scale-invariant: tiny (even subnormal) inputs must give the same
+    # value as the same vector scaled into the normal range.
+    tiny = torch.tensor(values, dtype=torch.float64)
+    scaled = tiny * 2.0 ** 1000
+    torch.testing.assert_close(age_op([tiny], normalized=True), age_op([scaled], normalized=True), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(age_op([tiny[:1], tiny[1:]], normalized=True), age_op([scaled], normalized=True),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_normalized_gradient_is_scale_covariant_for_tiny_inputs():
+    # H(c x) = H(x), so dH/dx at c x is (dH/dx at x) / c.
+    x = torch.tensor([0.3, -1.2, 2.0, 0.7], dtype=torch.float64)
+    c = 2.0 ** -1000  # tiny, but 1/c must stay representable for the gradient
+    xs = x.clone().requires_grad_()
+    (grad_x,) = torch.autograd.grad(age_op([xs], normalized=True), [xs])
+    ts = (x * c).requires_grad_()
+    (grad_tiny,) = torch.autograd.grad(age_op([ts], normalized=True), [ts])
+    torch.testing.assert_close(grad_tiny * c, grad_x, rtol=1e-10, atol=0)
