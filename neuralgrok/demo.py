@@ -1,0 +1,35 @@
+"""The README's main job: grokking, and Grokfast shortening it, in a few minutes on 2 CPU cores.
+
+Runs every method of :data:`DEMO_METHODS` on the same task, seed and model
+(:data:`DEMO_CONFIG`), writes each run under ``OUT/<method>/``, the plots ``accuracy.png``,
+``loss.png`` and ``age.png`` and the table ``summary.txt`` under ``OUT``, and returns the table::
+
+    neuralgrok demo --out runs/demo          # or: make demo
+"""
+import dataclasses
+from pathlib import Path
+
+from .files import atomic_write_text
+from .plots import plot_runs
+from .train import TrainConfig, summary_table, train
+
+# Chosen by experiment (notes in the commit that set it): the baseline memorises early and
+# generalises long after; both Grokfast filters generalise in a fraction of its steps.
+DEMO_CONFIG = TrainConfig(task="a+b", p=47, train_fraction=0.5, seed=0, width=64, depth=1, heads=4,
+                          steps=6000, lr=1e-3, weight_decay=1.0, eval_every=20, threads=1)
+DEMO_METHODS = ("baseline", "grokfast-ema", "grokfast-ma")
+
+
+def run_demo(out_dir, steps=None, progress=True, methods=DEMO_METHODS):
+    """Train each method on :data:`DEMO_CONFIG` (``steps`` overrides its length); return
+    ``(results, table)``."""
+    out_dir = Path(out_dir)
+    results = []
+    for method in methods:
+        config = dataclasses.replace(DEMO_CONFIG, method=method, steps=DEMO_CONFIG.steps if steps is None else steps)
+        results.append(train(config, out_dir / method, progress=progress))
+    plot_runs({result.config.method: result.history for result in results}, out_dir,
+              title=f"{DEMO_CONFIG.task} mod {DEMO_CONFIG.p}, {DEMO_CONFIG.train_fraction:.0%} train")
+    table = summary_table([result.summary for result in results])
+    atomic_write_text(out_dir / "summary.txt", table)
+    return results, table

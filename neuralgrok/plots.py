@@ -1,0 +1,67 @@
+"""PNG plots comparing methods over training steps (log-x), from the runs' metrics histories.
+
+Uses matplotlib's object API with the Agg canvas, so importing this never changes the
+backend of an interactive session.
+
+Example::
+
+    from neuralgrok.plots import plot_runs
+    plot_runs({"baseline": baseline.history, "grokfast-ema": ema.history}, "runs/demo")
+"""
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .files import atomic_write
+
+
+def _save(figure, path):
+    FigureCanvasAgg(figure)
+    with atomic_write(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=120, bbox_inches="tight")
+
+
+def _steps_and(history, column):
+    # Step 0 has no place on a log axis; every later row is kept.
+    rows = [row for row in history if row["step"] > 0]
+    return [row["step"] for row in rows], [row[column] for row in rows]
+
+
+def _plot(histories, path, title, ylabel, series, log_y=False):
+    """One line per (method, series): ``series`` is ``[(column, label suffix, line style)]``."""
+    figure = Figure(figsize=(7, 4.2))
+    axes = figure.add_subplot()
+    colors = [f"C{i}" for i in range(len(histories))]
+    for color, (method, history) in zip(colors, histories.items()):
+        for column, suffix, style in series:
+            steps, values = _steps_and(history, column)
+            axes.plot(steps, values, style, color=color, label=f"{method}{suffix}", linewidth=1.5)
+    axes.set_xscale("log")
+    if log_y:
+        axes.set_yscale("log")
+    axes.set_xlabel("optimisation step")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(fontsize="small")
+    _save(figure, path)
+    return path
+
+
+def plot_runs(histories, out_dir, title=""):
+    """Write ``accuracy.png``, ``loss.png`` and ``age.png`` under ``out_dir``; return their paths.
+
+    ``histories`` maps a method name to its list of metric rows (see ``neuralgrok.train``).
+    """
+    out_dir = Path(out_dir)
+    prefix = f"{title}: " if title else ""
+    train_and_test = [("train_{}", " train", "--"), ("test_{}", " test", "-")]
+    return [
+        _plot(histories, out_dir / "accuracy.png", f"{prefix}accuracy", "accuracy",
+              [(c.format("accuracy"), s, style) for c, s, style in train_and_test]),
+        _plot(histories, out_dir / "loss.png", f"{prefix}loss", "cross-entropy",
+              [(c.format("loss"), s, style) for c, s, style in train_and_test], log_y=True),
+        _plot(histories, out_dir / "age.png", f"{prefix}absolute gradient entropy", "AGE of the raw gradient",
+              [("grad_age", "", "-")]),
+    ]

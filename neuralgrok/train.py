@@ -1,0 +1,305 @@
+"""One training run: a flat dataclass config and a plain loop (nanoGPT style).
+
+Example (the same as ``neuralgrok run --task a+b --p 47 --method grokfast-ema --out runs/x``)::
+
+    from neuralgrok.train import TrainConfig, train
+    result = train(TrainConfig(task="a+b", p=47, method="grokfast-ema"), out_dir="runs/x")
+    result.summary["steps_to_test_95"]
+
+A method is a function ``(base_optimizer, model, config) -> optimizer`` in :data:`METHODS`;
+adding one is a :func:`register_method` call plus its hyperparameter fields in :class:`TrainConfig`.
+"""
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .files import atomic_write_text, read_toml, to_toml
+from .grokfast import Grokfast
+from .metrics import age
+from .models import Transformer, answer_loss, evaluate
+from .tasks import modular_task, task_problems
+
+METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                  "grad_age", "weight_norm", "wall_time_s")
+TEST_ACCURACY_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
+MEMORISATION_ACCURACY = 0.99
+
+
+def option(default, help):
+    """A config field whose help text the CLI shows (with the default)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; ``config.toml`` of a run is this, resolved."""
+
+    # -- data ---------------------------------------------------------------------------------
+    task: str = option("a+b", "operation mod p")
+    p: int = option(97, "prime modulus")
+    train_fraction: float = option(0.5, "fraction of all pairs used for training")
+    seed: int = option(0, "seeds the split, the initialisation and the batch order")
+    # -- model --------------------------------------------------------------------------------
+    width: int = option(128, "embedding width")
+    depth: int = option(2, "number of transformer blocks")
+    heads: int = option(4, "attention heads per block")
+    # -- optimisation -------------------------------------------------------------------------
+    steps: int = option(10_000, "optimizer updates")
+    batch_size: int = option(0, "examples per step; 0 = the whole training set")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(1.0, "AdamW (decoupled) weight decay")
+    betas: Tuple[float, float] = option((0.9, 0.98), "AdamW betas")
+    warmup_steps: int = option(10, "linear learning-rate warm-up; 0 = none")
+    # -- method -------------------------------------------------------------------------------
+    method: str = option("baseline", "gradient method wrapping AdamW")
+    ema_alpha: float = option(0.98, "grokfast-ema: EMA momentum")
+    ema_lamb: float = option(2.0, "grokfast-ema: amplification")
+    ma_window: int = option(100, "grokfast-ma: window in steps")
+    ma_lamb: float = option(5.0, "grokfast-ma: amplification")
+    # -- bookkeeping --------------------------------------------------------------------------
+    eval_every: int = option(10, "steps between logged evaluations")
+    threads: int = option(0, "torch CPU threads; 0 = torch's default")
+    device: str = option("cpu", "torch device")
+
+    def __post_init__(self):
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.batch_size is None:
+            self.batch_size = 0
+        problems = task_problems(self.task, self.p, self.train_fraction)
+        if self.method not in METHODS:
+            problems.append(f"method={self.method!r} is not one of {sorted(METHODS)}")
+        for name in ("width", "depth", "heads", "eval_every", "ma_window"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("steps", "batch_size", "warmup_steps", "threads"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must not be negative")
+        if self.width % max(self.heads, 1):
+            problems.append(f"width={self.width} must be divisible by heads={self.heads}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            problems.append(f"betas={self.betas} must be two numbers in [0, 1)")
+        if not self.lr > 0:
+            problems.append(f"lr={self.lr} must be positive")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path):
+        """Read a ``config.toml`` written by :func:`train` (or by hand)."""
+        return cls.from_dict(read_toml(path))
+
+
+def _build_grokfast(mode):
+    def build(base_optimizer, model, config):
+        names = {p: n for n, p in model.named_parameters()}  # for its non-finite gradient errors
+        if mode == "ema":
+            return Grokfast(base_optimizer, mode="ema", alpha=config.ema_alpha, lamb=config.ema_lamb, param_names=names)
+        return Grokfast(base_optimizer, mode="ma", window=config.ma_window, lamb=config.ma_lamb, param_names=names)
+
+    return build
+
+
+METHODS = {
+    "baseline": lambda base_optimizer, model, config: base_optimizer,
+    "grokfast-ema": _build_grokfast("ema"),
+    "grokfast-ma": _build_grokfast("ma"),
+}
+
+
+def register_method(name, build):
+    """``build(base_optimizer, model, config)`` returns the optimizer the loop steps."""
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is already registered")
+    METHODS[name] = build
+
+
+@dataclass
+class RunResult:
+    config: TrainConfig
+    history: List[Dict[str, float]]  # one row per evaluation, keys METRIC_COLUMNS
+    summary: Dict[str, Optional[float]]
+    model: torch.nn.Module
+    out_dir: Optional[Path] = None
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def training_batches(inputs, labels, batch_size, seed):
+    """Endless (inputs, labels) batches: the whole set each time for batch_size 0 (or at least its
+    size), otherwise reshuffled epochs drawn from a generator of their own."""
+    n = len(labels)
+    if batch_size == 0 or batch_size >= n:
+        while True:
+            yield inputs, labels
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=generator).to(inputs.device)
+        for start in range(0, n, batch_size):
+            chosen = order[start:start + batch_size]
+            yield inputs[chosen], labels[chosen]
+
+
+def weight_norm(model):
+    """L2 norm of all parameters together."""
+    with torch.no_grad():
+        return math.sqrt(sum(float(p.pow(2).sum()) for p in model.parameters()))
+
+
+def first_step(history, column, threshold):
+    return next((row["step"] for row in history if row[column] >= threshold), None)
+
+
+def summarize(config, history, wall_time_s):
+    """Steps to each test-accuracy threshold, memorisation step, final metrics (None = not reached)."""
+    final = history[-1]
+    summary = {"method": config.method, "steps": config.steps,
+               "memorisation_step": first_step(history, "train_accuracy", MEMORISATION_ACCURACY)}
+    for threshold in TEST_ACCURACY_THRESHOLDS:
+        summary[f"steps_to_test_{round(threshold * 100)}"] = first_step(history, "test_accuracy", threshold)
+    for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        summary[f"final_{column}"] = final[column]
+    summary["wall_time_s"] = wall_time_s
+    return summary
+
+
+def metrics_csv(history):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+def train(config, out_dir=None, progress=True):
+    """Train one model as ``config`` says; log every ``eval_every`` steps and at the end.
+
+    Each logged row describes the weights after ``step`` updates: train/test loss and accuracy
+    (whole splits), the AGE of the raw (untransformed) gradient of the training batch there,
+    the weight norm and the wall time so far. With ``out_dir``, ``config.toml`` is written first,
+    ``metrics.csv`` and ``summary.json`` at the end, each atomically.
+    """
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        atomic_write_text(out_dir / "config.toml", to_toml(config.to_dict()))
+    with cpu_threads(config.threads):
+        model, history, wall_time_s = _optimise(config, progress)
+    summary = summarize(config, history, wall_time_s)
+    if out_dir is not None:
+        atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return RunResult(config, history, summary, model, out_dir)
+
+
+@contextlib.contextmanager
+def cpu_threads(count):
+    """Run the block with ``count`` torch CPU threads (0 = as they are), then restore the count."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _optimise(config, progress):
+    """The training loop; returns ``(model, history, wall time in seconds)``."""
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = modular_task(config.task, config.p, config.train_fraction, config.seed)
+    train_inputs, train_labels = data.train_inputs.to(device), data.train_labels.to(device)
+    test_inputs, test_labels = data.test_inputs.to(device), data.test_labels.to(device)
+    model = Transformer(data.vocab_size, data.num_classes, data.sequence_length,
+                        width=config.width, depth=config.depth, heads=config.heads).to(device)
+    base_optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                       weight_decay=config.weight_decay)
+    optimizer = METHODS[config.method](base_optimizer, model, config)
+    warmup = torch.optim.lr_scheduler.LambdaLR(
+        base_optimizer, lambda done: min((done + 1) / config.warmup_steps, 1.0) if config.warmup_steps else 1.0)
+    batches = training_batches(train_inputs, train_labels, config.batch_size, config.seed)
+
+    history = []
+    start = time.perf_counter()
+    bar = tqdm(total=config.steps, disable=not progress, desc=config.method, dynamic_ncols=True)
+    try:
+        # Iteration `step` computes the gradient at the weights after `step` updates; the last one
+        # only measures, so the final weights get a logged row too.
+        for step in range(config.steps + 1):
+            inputs, labels = next(batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss, _ = answer_loss(model, inputs, labels)
+            loss.backward()
+            if step % config.eval_every == 0 or step == config.steps:
+                train_loss, train_accuracy = evaluate(model, train_inputs, train_labels)
+                test_loss, test_accuracy = evaluate(model, test_inputs, test_labels)
+                history.append({"step": step, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                                "test_loss": test_loss, "test_accuracy": test_accuracy,
+                                "grad_age": float(age(model)), "weight_norm": weight_norm(model),
+                                "wall_time_s": time.perf_counter() - start})
+                bar.set_postfix(train_acc=f"{train_accuracy:.3f}", test_acc=f"{test_accuracy:.3f}",
+                                train_loss=f"{train_loss:.2e}", test_loss=f"{test_loss:.2e}", refresh=False)
+            if step == config.steps:
+                break
+            optimizer.step()
+            warmup.step()
+            bar.update()
+    finally:
+        bar.close()
+    return model, history, time.perf_counter() - start
+
+
+def _cell(value, kind):
+    if value is None:
+        return "-"
+    return {"step": f"{value:,}", "accuracy": f"{value:.3f}", "seconds": f"{value:.1f}"}[kind]
+
+
+SUMMARY_TABLE_COLUMNS = (
+    ("method", "method", None),
+    ("memorised", "memorisation_step", "step"),
+    ("test 50%", "steps_to_test_50", "step"),
+    ("test 90%", "steps_to_test_90", "step"),
+    ("test 95%", "steps_to_test_95", "step"),
+    ("test 99%", "steps_to_test_99", "step"),
+    ("final test acc", "final_test_accuracy", "accuracy"),
+    ("wall time (s)", "wall_time_s", "seconds"),
+)
+
+
+def summary_table(summaries):
+    """Runs' summaries as an aligned text table ("-" = threshold never reached)."""
+    rows = [[title for title, _, _ in SUMMARY_TABLE_COLUMNS]]
+    for summary in summaries:
+        rows.append([summary[key] if kind is None else _cell(summary[key], kind)
+                     for _, key, kind in SUMMARY_TABLE_COLUMNS])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,152 @@
+import csv
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from neuralgrok.grokfast import Grokfast
+from neuralgrok.files import atomic_write, atomic_write_text, read_toml, to_toml
+from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, summarize, summary_table,
+                              train, training_batches)
+
+TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
+            eval_every=25, threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return train(TrainConfig(**TINY), out_dir=out, progress=False), out
+
+
+def test_tiny_run_memorises(tiny_run):
+    result, _ = tiny_run
+    assert result.history[-1]["train_accuracy"] == 1.0
+    assert result.summary["memorisation_step"] is not None
+    assert result.summary["final_train_accuracy"] == 1.0
+
+
+def test_run_writes_config_metrics_and_summary(tiny_run):
+    result, out = tiny_run
+    assert sorted(os.listdir(out)) == ["config.toml", "metrics.csv", "summary.json"]
+    assert TrainConfig.from_toml(out / "config.toml") == result.config
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == METRIC_COLUMNS
+    assert [int(r["step"]) for r in rows] == list(range(0, 151, 25))
+    for row in rows:
+        assert all(math.isfinite(float(row[c])) for c in METRIC_COLUMNS)
+    assert json.loads((out / "summary.json").read_text()) == result.summary
+
+
+def test_history_values_are_sane(tiny_run):
+    result, _ = tiny_run
+    first, last = result.history[0], result.history[-1]
+    assert last["train_loss"] < first["train_loss"]
+    assert 0 < first["grad_age"] and 0 < last["weight_norm"]
+    assert all(0 <= row["test_accuracy"] <= 1 for row in result.history)
+    walls = [row["wall_time_s"] for row in result.history]
+    assert walls == sorted(walls)
+
+
+def test_same_seed_same_run_different_seed_different_run():
+    config = TrainConfig(**dict(TINY, steps=20, eval_every=10))
+    runs = [train(config, progress=False), train(config, progress=False),
+            train(TrainConfig(**dict(TINY, steps=20, eval_every=10, seed=1)), progress=False)]
+    strip = [[{k: v for k, v in row.items() if k != "wall_time_s"} for row in run.history] for run in runs]
+    assert strip[0] == strip[1]
+    assert strip[0] != strip[2]
+
+
+def test_minibatches_cover_every_example_once_per_epoch():
+    inputs, labels = torch.arange(10).unsqueeze(1), torch.arange(10)
+    batches = training_batches(inputs, labels, batch_size=4, seed=0)
+    epoch = [next(batches) for _ in range(3)]
+    assert [len(b[1]) for b in epoch] == [4, 4, 2]
+    assert sorted(torch.cat([b[1] for b in epoch]).tolist()) == list(range(10))
+    full = training_batches(inputs, labels, batch_size=0, seed=0)
+    assert next(full)[1] is labels
+
+
+def test_minibatch_training_runs():
+    result = train(TrainConfig(**dict(TINY, steps=5, eval_every=5, batch_size=16)), progress=False)
+    assert [row["step"] for row in result.history] == [0, 5]
+
+
+def test_summary_thresholds_and_table():
+    history = [{"step": s, "train_accuracy": tr, "test_accuracy": te, "train_loss": 1.0, "test_loss": 2.0}
+               for s, tr, te in [(0, 0.1, 0.0), (10, 0.995, 0.2), (20, 1.0, 0.6), (30, 1.0, 0.96)]]
+    summary = summarize(TrainConfig(steps=30), history, wall_time_s=1.5)
+    assert summary["memorisation_step"] == 10
+    assert (summary["steps_to_test_50"], summary["steps_to_test_90"], summary["steps_to_test_95"]) == (20, 30, 30)
+    assert summary["steps_to_test_99"] is None
+    table = summary_table([summary])
+    assert table.splitlines()[0].split()[:2] == ["method", "memorised"]
+    assert table.splitlines()[2].split() == ["baseline", "10", "20", "30", "30", "-", "0.960", "1.5"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"method": "nope"}, "method='nope'"), ({"task": "a^b"}, "unknown operation"), ({"p": 15}, "not a prime"),
+    ({"width": 30}, "divisible"), ({"steps": -1}, "steps=-1"), ({"betas": (0.9,)}, "betas"),
+])
+def test_config_validation(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
+
+
+def test_registered_method_is_used():
+    calls = []
+
+    def build(base_optimizer, model, config):
+        calls.append(config.method)
+        return base_optimizer
+
+    register_method("test-method", build)
+    try:
+        train(TrainConfig(**dict(TINY, steps=2, eval_every=1, method="test-method")), progress=False)
+        assert calls == ["test-method"]
+    finally:
+        del METHODS["test-method"]
+
+
+def test_toml_round_trip(tmp_path):
+    values = {"s": 'a "quoted" \\ path\n', "i": -3, "f": 1e-3, "big": 1e20, "t": True, "pair": (0.9, 0.98),
+              "inf": math.inf}
+    atomic_write_text(tmp_path / "x.toml", to_toml(values))
+    back = read_toml(tmp_path / "x.toml")
+    assert back == dict(values, pair=[0.9, 0.98])
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "file.txt"
+    atomic_write_text(target, "first")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as f:
+            f.write("half of the second")
+            raise RuntimeError("killed")
+    assert target.read_text() == "first"
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second"
+    assert os.listdir(tmp_path) == ["file.txt"]
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("grokfast-ema", {"mode": "ema", "alpha": 0.9, "lamb": 3.0}),
+    ("grokfast-ma", {"mode": "ma", "window": 7, "lamb": 4.0}),
+])
+def test_grokfast_methods_wrap_adamw_with_the_configs_hyperparameters(method, expected):
+    config = TrainConfig(method=method, ema_alpha=0.9, ema_lamb=3.0, ma_window=7, ma_lamb=4.0)
+    model = torch.nn.Linear(2, 2)
+    base = torch.optim.AdamW(model.parameters())
+    optimizer = METHODS[method](base, model, config)
+    assert isinstance(optimizer, Grokfast) and optimizer.base_optimizer is base
+    assert optimizer.mode == expected.pop("mode")
+    assert optimizer.filter.hyperparameters() == expected
+
+
+def test_thread_count_is_restored_after_a_run():
+    before = torch.get_num_threads()
+    train(TrainConfig(**dict(TINY, steps=1, eval_every=1, threads=before + 1)), progress=False)
+    assert torch.get_num_threads() == before
