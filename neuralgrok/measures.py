@@ -448,21 +448,49 @@ def excluded_loss(logits: torch.Tensor, keys: Iterable[int], train_pairs: torch.
     return _addition_loss(residual, pairs[:, 0], pairs[:, 1])
 
 
-@torch.no_grad()
-def logit_table(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, p: int) -> torch.Tensor:
-    """The (p, p, p) float64 logit table of a model over all pairs.
-
-    ``inputs``: all p^2 inputs in pair order a * p + b, e.g. :func:`all_pair_inputs`.
-    ``model(inputs)`` returns (p^2, C) logits, or (p^2, T, C) of which the last position is read;
-    the first p classes are the residues (extra classes such as ``=`` are dropped). Put the
-    model in eval mode first if it has dropout.
-    """
-    out = model(inputs)
+def _answer_logits(out: torch.Tensor, p: int) -> torch.Tensor:
+    """(n, C) or (n, T, C) model output -> (n, p) float64 logits of the residue classes."""
     if out.dim() == 3:
         out = out[:, -1]
-    if out.shape[0] != p * p or out.shape[-1] < p:
-        raise ValueError(f"model(inputs) gave {tuple(out.shape)}; expected (p^2 = {p * p}, >= {p}) logits")
-    return out[:, :p].double().reshape(p, p, p)
+    if out.dim() != 2 or out.shape[-1] < p:
+        raise ValueError(f"expected (n, C) or (n, T, C) logits with C >= p = {p}, got {tuple(out.shape)}")
+    return out[:, :p].detach().double()
+
+
+@torch.no_grad()
+def logit_table(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, p: int) -> torch.Tensor:
+    """The (p, p, p) float64 logit table of a model over all pairs, by one forward pass.
+
+    ``inputs``: all p^2 inputs in pair order a * p + b, e.g. :func:`all_pair_inputs` or
+    ``neuralgrok.tasks.all_examples("a+b", p)[0]``. ``model(inputs)`` returns (p^2, C) logits, or
+    (p^2, T, C) of which the last position is read; the first p classes are the residues (extra
+    classes such as ``=`` are dropped). Put the model in eval mode first if it has dropout.
+    The forward pass over all p^2 pairs costs several training steps; where the train and test
+    splits are evaluated anyway, :func:`assemble_logit_table` reuses those logits for free.
+    """
+    logits = _answer_logits(model(inputs), p)
+    if logits.shape[0] != p * p:
+        raise ValueError(f"model(inputs) gave {logits.shape[0]} rows; expected p^2 = {p * p}")
+    return logits.reshape(p, p, p)
+
+
+@torch.no_grad()
+def assemble_logit_table(pairs: torch.Tensor, logits: torch.Tensor, p: int) -> torch.Tensor:
+    """The (p, p, p) float64 logit table from logits already computed for every pair, in any order.
+
+    ``pairs``: (p^2, 2) operands (a, b) as residues 0..p-1 (subtract any token offset), e.g. the
+    first two columns of the train and test inputs concatenated; ``logits``: the matching rows
+    of model output, read as in :func:`logit_table`. Every pair must occur exactly once.
+    """
+    pairs = torch.as_tensor(pairs, dtype=torch.long)
+    rows = _answer_logits(logits, p)
+    if pairs.shape != (p * p, 2) or rows.shape[0] != p * p:
+        raise ValueError(f"need all p^2 = {p * p} pairs and their logits; got pairs {tuple(pairs.shape)}, "
+                         f"logits {tuple(logits.shape)}")
+    index = (pairs[:, 0] * p + pairs[:, 1]).to(rows.device)
+    if pairs.min() < 0 or pairs.max() >= p or torch.bincount(index, minlength=p * p).ne(1).any():
+        raise ValueError("pairs must hold every (a, b) in 0..p-1 exactly once")
+    return rows.new_empty(p * p, p).index_copy_(0, index, rows).reshape(p, p, p)
 
 
 # ---------------------------------------------------------------------------------------------

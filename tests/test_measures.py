@@ -267,6 +267,15 @@ def test_logit_table_from_a_model_callable():
 
     torch.testing.assert_close(measures.logit_table(model, inputs, p), table, rtol=1e-6, atol=1e-6)
 
+    # The same table from evaluation logits of a shuffled train/test split.
+    order = torch.randperm(p * p, generator=torch.Generator().manual_seed(0))
+    train, test = order[:20], order[20:]
+    pairs = torch.cat([inputs[train], inputs[test]])[:, :2] - torch.tensor([0, p + 1])
+    logits = torch.cat([model(inputs[train]), model(inputs[test])])
+    torch.testing.assert_close(measures.assemble_logit_table(pairs, logits, p), table, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="exactly once"):
+        measures.assemble_logit_table(torch.cat([pairs[:-1], pairs[:1]]), logits, p)
+
 
 # --- analyze ------------------------------------------------------------------------------------
 
