@@ -46,6 +46,7 @@ bench: install
 	$(PY) bench/bench_age.py
 	$(PY) bench/bench_amplifier.py
 	$(PY) bench/bench_neuralgrok.py
+	$(PY) bench/bench_measures.py
 
 clean:
 	rm -rf build $(VENV) neuralgrok/_C*.so neuralgrok/_build_info.json

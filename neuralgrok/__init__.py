@@ -2,6 +2,7 @@
 
 Importing the package loads the C++ operators (``torch.ops.neuralgrok.*``).
 """
+from . import measures
 from ._extension import BUILD_INFO
 from .amplifier import NeuralAmplifier
 from .grokfast import Grokfast, GrokfastEMA, GrokfastMA
@@ -11,4 +12,4 @@ from .optimizer import NeuralGrok
 __version__ = "0.1.0"
 
 __all__ = ["BUILD_INFO", "Grokfast", "GrokfastEMA", "GrokfastMA", "NeuralAmplifier", "NeuralGrok", "age",
-           "__version__"]
+           "measures", "__version__"]

@@ -1,0 +1,345 @@
+"""neuralgrok.measures against closed forms, hand computations and synthetic runs."""
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import neuralgrok
+from neuralgrok import measures
+
+GAPS = ["reference", "all", "cyclic"]
+
+
+def circle_embedding(p, k, radius, vocab=None):
+    """e_t = r (cos 2 pi k t / p, sin 2 pi k t / p), padded with extra (non-number) rows."""
+    t = torch.arange(vocab or p, dtype=torch.float64)
+    angle = 2 * math.pi * k * t / p
+    return radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+def addition_cosines(p, keys, scale=1.0):
+    """L[a, b, c] = scale * sum_k cos(w_k (a + b - c))."""
+    r = torch.arange(p, dtype=torch.float64)
+    s = r[:, None, None] + r[None, :, None] - r[None, None, :]
+    return scale * sum(torch.cos(2 * math.pi * k * s / p) for k in keys)
+
+
+# --- MED ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gaps", GAPS)
+def test_med_of_a_circle_is_the_chord(gaps):
+    p, k, radius = 31, 5, 1.7
+    result = measures.med(circle_embedding(p, k, radius, vocab=p + 1), p, gaps=gaps)
+    chord = 2 * radius * math.sin(math.pi * k / p)
+    assert result.value == pytest.approx(chord, rel=1e-12)
+    assert result.per_range == pytest.approx((chord, chord), rel=1e-12)
+    assert result.cv == pytest.approx((0, 0), abs=1e-12)
+    assert len(result.gap_distances[0]) == {"reference": p - 2, "all": p - 1, "cyclic": p}[gaps]
+
+
+def test_med_combinations_and_gaps_by_hand():
+    # 1-d embedding, p = 4; first operand ids 0..3 at 0, 1, 3, 6 (gaps 1, 2, 3; wrap 6),
+    # second operand ids 4..7 at 10, 12, 14, 16 (gaps 2, 2, 2; wrap 6).
+    embedding = torch.tensor([0.0, 1, 3, 6, 10, 12, 14, 16])[:, None]
+    d1 = {"reference": 1.5, "all": 2.0, "cyclic": 3.0}
+    d2 = {"reference": 2.0, "all": 2.0, "cyclic": 3.0}
+    for gaps in GAPS:
+        want_sum = d1[gaps] + d2[gaps]
+        for combine, want in [("mean", want_sum / 2), ("sum", want_sum), ("scaled_sum", 3 * want_sum)]:
+            result = measures.med(embedding, 4, ranges=(0, 4), gaps=gaps, combine=combine)
+            assert result.value == pytest.approx(want)
+            assert result.per_range == pytest.approx((d1[gaps], d2[gaps]))
+    reference = measures.med(embedding, 4, ranges=(0, 4))
+    assert reference.gap_distances[0].tolist() == [1.0, 2.0]
+    assert reference.cv[1] == 0.0
+    # Explicit ids in any order name the same rows as offsets.
+    explicit = measures.med(embedding, 4, ranges=([0, 1, 2, 3], torch.tensor([4, 5, 6, 7])))
+    assert explicit.value == reference.value
+
+
+def test_med_options_are_checked():
+    embedding = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="gaps"):
+        measures.med(embedding, 5, gaps="last")
+    with pytest.raises(ValueError, match="combine"):
+        measures.med(embedding, 5, combine="max")
+    with pytest.raises(ValueError, match="outside"):
+        measures.med(embedding, 5, ranges=(0, 6))
+    with pytest.raises(ValueError, match="p = 5 ids"):
+        measures.med(embedding, 5, ranges=([0, 1, 2],))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_med_at_gaussian_init_is_sqrt2(seed):
+    # ||e - e'||^2 ~ (2 / d) chi^2_d, so a gap averages sqrt(2)(1 - 1/(4d)) with relative spread
+    # 1 / sqrt(2d); 95 gaps make the mean's spread ~0.01. A wrong scale (1/sqrt(2), 2, 16) fails.
+    p, d = 97, 128
+    embedding = torch.randn(p + 1, d, generator=torch.Generator().manual_seed(seed)) / math.sqrt(d)
+    result = measures.med(embedding, p)
+    assert result.value == pytest.approx(math.sqrt(2), abs=0.04)
+    assert 0.04 < result.cv[0] < 0.09  # ~ 1 / sqrt(2 d) = 0.0625
+
+
+def test_hidden_layer_med_from_a_callable_and_from_activations():
+    p, k, radius = 13, 2, 0.5
+    circle = circle_embedding(p, k, radius)
+    inputs = measures.diagonal_inputs(p, equals_id=p, second_offset=20)
+    assert inputs[4].tolist() == [4, 24, p]
+    first_layer = lambda x: circle[x[:, 0]]  # noqa: E731  (stands in for a network's first hidden layer)
+    from_callable = measures.hidden_layer_med(first_layer, inputs, gaps="cyclic", combine="scaled_sum")
+    assert from_callable.value == pytest.approx((p - 1) * 2 * radius * math.sin(math.pi * k / p), rel=1e-12)
+    from_tensor = measures.hidden_layer_med(circle[:, None, :], gaps="cyclic")  # extra dims are flattened
+    assert from_tensor.value == pytest.approx(from_callable.value / (p - 1), rel=1e-12)
+    with pytest.raises(ValueError, match="needs the inputs"):
+        measures.hidden_layer_med(first_layer)
+
+
+# --- weight norm, AGE ---------------------------------------------------------------------------
+
+
+def small_net():
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Sequential(nn.Linear(2, 1, bias=False)))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0], [0.5, 0.0]]))  # 1 + 4 + 0.25 = 5.25
+        net[0].bias.copy_(torch.tensor([3.0, -1.0]))  # 10
+        net[2][0].weight.copy_(torch.tensor([[2.0, 0.1]]))  # 4.01
+    return net
+
+
+def test_weight_norm_by_hand():
+    net = small_net()
+    assert measures.weight_norm(net) == pytest.approx(19.26, rel=1e-6)
+    assert measures.weight_norm_per_parameter(net) == pytest.approx(
+        {"0.weight": 5.25, "0.bias": 10.0, "2.0.weight": 4.01}, rel=1e-6)
+    assert measures.weight_norm_per_module(net) == pytest.approx({"0": 15.25, "2.0": 4.01}, rel=1e-6)
+    assert measures.weight_norm_per_module(net, depth=1) == pytest.approx({"0": 15.25, "2": 4.01}, rel=1e-6)
+
+
+def test_weight_norm_with_mixed_dtypes():
+    net = small_net()
+    net[0].double()  # mixed float32 / float64 parameters take the per-tensor path
+    assert measures.weight_norm(net) == pytest.approx(19.26, rel=1e-6)
+
+
+def test_group_by_module_puts_root_parameters_under_empty_name():
+    grouped = measures.group_by_module({"scale": 1.0, "a.b.w": 2.0, "a.b.v": 3.0, "a.c.w": torch.tensor(4.0)})
+    assert grouped == {"": 1.0, "a.b": 5.0, "a.c": 4.0}
+    assert measures.group_by_module({"a.b.w": 2.0, "a.c.w": 4.0}, depth=1) == {"a": 6.0}
+
+
+@pytest.mark.parametrize("kind", ["grad", "weight"])
+def test_per_layer_age_sums_to_global_age(kind):
+    torch.manual_seed(0)
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, dim_feedforward=32), num_layers=2)
+    model(torch.randn(3, 5, 16)).pow(2).mean().backward()
+    age = measures.gradient_age if kind == "grad" else measures.weight_age
+    per_layer = age(model, per_layer=True, depth=2)
+    assert set(per_layer) == {"layers.0", "layers.1"}
+    total = age(model)
+    assert total == pytest.approx(neuralgrok.age(model, of=kind).item(), rel=1e-12)
+    assert sum(per_layer.values()) == pytest.approx(total, rel=1e-5)
+    assert sum(age(model, per_layer=True).values()) == pytest.approx(total, rel=1e-5)
+
+
+# --- Gini ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 10, 97])
+def test_gini_extremes(n):
+    assert measures.gini(torch.eye(n)[n // 2]) == pytest.approx((n - 1) / n, abs=1e-12)
+    assert measures.gini(torch.full((n,), 0.3)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gini_by_hand():
+    # sum_ij |x_i - x_j| = 2 (1 + 2 + 3 + 1 + 2 + 1) = 20; / (2 * 4 * 10) = 0.25
+    assert measures.gini([4.0, 1.0, 3.0, 2.0]) == pytest.approx(0.25, abs=1e-12)
+    assert measures.gini([0.0, 0.0]) == 0.0
+    with pytest.raises(ValueError, match="non-negative"):
+        measures.gini([1.0, -1.0])
+
+
+# --- Fourier measures ---------------------------------------------------------------------------
+
+
+def test_fourier_basis_is_orthonormal_and_ordered():
+    p = 11
+    basis = measures.fourier_basis(p)
+    torch.testing.assert_close(basis @ basis.T, torch.eye(p, dtype=torch.float64))
+    x = torch.arange(p, dtype=torch.float64)
+    torch.testing.assert_close(basis[5], torch.cos(2 * math.pi * 3 * x / p) * math.sqrt(2 / p))
+    torch.testing.assert_close(basis[6], torch.sin(2 * math.pi * 3 * x / p) * math.sqrt(2 / p))
+    with pytest.raises(ValueError, match="odd"):
+        measures.fourier_basis(10)
+
+
+def synthetic_embedding(p, d, keys, noise, seed=0):
+    """Number rows sum_k cos(w_k t) u_k + sin(w_k t) v_k (+ noise), then an '=' row."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(p, dtype=torch.float64)[:, None]
+    rows = noise * torch.randn(p, d, generator=g, dtype=torch.float64)
+    for k in keys:
+        u, v = torch.randn(2, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+        rows += torch.cos(2 * math.pi * k * t / p) * u + torch.sin(2 * math.pi * k * t / p) * v
+    return torch.cat([rows, torch.randn(1, d, generator=g, dtype=torch.float64)]).float()
+
+
+def test_key_frequencies_are_recovered_from_a_synthetic_embedding():
+    p, d, keys = 97, 128, [3, 17, 40]
+    embedding = synthetic_embedding(p, d, keys, noise=0.02)
+    norms = measures.fourier_norms(embedding, p)
+    assert norms.shape == ((p + 1) // 2,)
+    # Parseval: the basis is orthonormal.
+    assert norms.pow(2).sum().item() == pytest.approx(embedding[:p].double().pow(2).sum().item(), rel=1e-5)
+    assert measures.key_frequencies(norms) == keys
+    assert measures.key_frequencies(norms, top_k=3) == keys
+    # 3 of 48 frequencies carry the signal; the noise still spreads some norm over the other 45.
+    assert measures.fourier_gini(embedding, p) > 0.5
+
+    # A shifted token range finds the same frequencies.
+    shifted = torch.cat([torch.randn(5, d), embedding])
+    assert measures.key_frequencies(measures.fourier_norms(shifted, p, token_range=5)) == keys
+
+
+def test_no_key_frequencies_at_init():
+    p, d = 97, 128
+    embedding = torch.randn(p + 1, d, generator=torch.Generator().manual_seed(0)) / math.sqrt(d)
+    norms = measures.fourier_norms(embedding, p)
+    assert measures.key_frequencies(norms) == []
+    assert measures.fourier_gini(embedding, p) < 0.06  # ~0.024: the 48 norms differ by chi noise only
+
+
+def test_fourier_gini_of_a_neuron_logit_map():
+    # W_L (p, d_mlp): every neuron reads one of two frequencies.
+    p, keys = 23, [2, 7]
+    w_l = synthetic_embedding(p, 64, keys, noise=0.0)[:p]
+    assert measures.key_frequencies(measures.fourier_norms(w_l, p)) == keys
+    assert measures.fourier_gini(w_l, p) == pytest.approx(measures.gini([0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0]), abs=0.05)
+
+
+def test_restricted_and_excluded_loss_on_an_exact_fourier_table():
+    p, keys = 97, [3, 17, 40]
+    logits = addition_cosines(p, keys, scale=4.0)
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    full_loss = nn.functional.cross_entropy(logits[a.reshape(-1), b.reshape(-1)], (a + b).reshape(-1) % p).item()
+    assert full_loss < 3.0  # well below log p: the table does solve the task
+    assert measures.restricted_loss(logits, keys) == pytest.approx(full_loss, rel=1e-10)
+    train = torch.randint(0, p, (500, 2), generator=torch.Generator().manual_seed(0))
+    assert measures.excluded_loss(logits, keys, train) == pytest.approx(math.log(p), rel=1e-10)
+    # The (p^2, p) layout, row a * p + b, is the same table.
+    assert measures.restricted_loss(logits.reshape(p * p, p), keys) == pytest.approx(full_loss, rel=1e-10)
+    # Keeping the wrong frequencies keeps nothing.
+    assert measures.restricted_loss(logits, [5, 6]) == pytest.approx(math.log(p), rel=1e-10)
+
+
+def test_key_frequency_projection_is_orthogonal_and_ignores_input_free_patterns():
+    p, keys = 11, [2, 4]
+    logits = torch.randn(p, p, p, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kept = measures.key_frequency_logits(logits, keys)
+    torch.testing.assert_close(measures.key_frequency_logits(kept, keys), kept)  # idempotent
+    assert torch.sum(kept * (logits - kept)).abs().item() < 1e-9  # orthogonal residual
+    # A frequency-2 pattern over the answers that ignores the inputs is not an a + b - c direction.
+    c = torch.arange(p, dtype=torch.float64)
+    answers_only = torch.cos(2 * math.pi * 2 * c / p).expand(p, p, p)
+    assert measures.key_frequency_logits(answers_only, keys).abs().max().item() < 1e-12
+    # A phase-shifted key-frequency logit is kept whole.
+    r = torch.arange(p, dtype=torch.float64)
+    shifted = torch.sin(2 * math.pi * 4 * (r[:, None, None] + r[None, :, None] - r[None, None, :]) / p + 0.3)
+    torch.testing.assert_close(measures.key_frequency_logits(shifted, keys), shifted)
+    with pytest.raises(ValueError, match="outside"):
+        measures.key_frequency_logits(logits, [6])
+
+
+def test_logit_table_from_a_model_callable():
+    p, keys = 7, [1, 3]
+    table = addition_cosines(p, keys)
+    inputs = measures.all_pair_inputs(p, equals_id=p, second_offset=p + 1)
+    assert inputs[3 * p + 5].tolist() == [3, 5 + p + 1, p]
+
+    def model(x):  # (batch, sequence, vocab) logits with an extra '=' class, read at the last position
+        logits = torch.zeros(len(x), 3, p + 1)
+        logits[:, -1, :p] = table[x[:, 0], x[:, 1] - (p + 1)].float()
+        return logits
+
+    torch.testing.assert_close(measures.logit_table(model, inputs, p), table, rtol=1e-6, atol=1e-6)
+
+    # The same table from evaluation logits of a shuffled train/test split.
+    order = torch.randperm(p * p, generator=torch.Generator().manual_seed(0))
+    train, test = order[:20], order[20:]
+    pairs = torch.cat([inputs[train], inputs[test]])[:, :2] - torch.tensor([0, p + 1])
+    logits = torch.cat([model(inputs[train]), model(inputs[test])])
+    torch.testing.assert_close(measures.assemble_logit_table(pairs, logits, p), table, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="exactly once"):
+        measures.assemble_logit_table(torch.cat([pairs[:-1], pairs[:1]]), logits, p)
+
+
+# --- analyze ------------------------------------------------------------------------------------
+
+
+def synthetic_run():
+    steps = np.arange(0, 1000, 10)
+    test_loss = 5.0 / (1 + np.exp((steps - 550) / 40.0)) + 0.01
+    return pd.DataFrame({
+        "step": steps,
+        "test_loss": test_loss,
+        "test_acc": np.where(steps >= 600, 0.99, 0.02),  # grokking step 600
+        "monotone": 3.0 * np.exp(test_loss),  # increasing in test loss: Spearman 1
+        "drops_at_300": np.where(steps < 300, 5.0, 1.0) - 1e-4 * steps,
+        "constant": np.ones(len(steps)),
+    }).sample(frac=1.0, random_state=0)  # analyze() sorts by step
+
+
+def test_analyze_correlations_and_drop_lag(tmp_path):
+    table = synthetic_run()
+    result = measures.analyze(table).set_index("measure")
+    assert list(result.index) == ["monotone", "drops_at_300", "constant"]
+    assert result.loc["monotone", "spearman"] == pytest.approx(1.0)
+    assert result.loc["monotone", "pearson"] > 0.9
+    assert result.loc["monotone", "pearson_log"] > 0.5
+    assert result.loc["drops_at_300", "drop_step"] == 300
+    assert result.loc["drops_at_300", "drop_size"] == pytest.approx(4.001)
+    assert result.loc["drops_at_300", "grok_step"] == 600
+    assert result.loc["drops_at_300", "lag"] == 300
+    assert np.isnan(result.loc["constant", "pearson"]) and np.isnan(result.loc["constant", "spearman"])
+
+    # From a CSV path, and written back.
+    csv = tmp_path / "metrics.csv"
+    table.to_csv(csv, index=False)
+    from_csv = measures.analyze(csv, measures=["monotone"], grok_accuracy=0.5)
+    assert list(from_csv["measure"]) == ["monotone"] and from_csv.loc[0, "grok_step"] == 600
+    written = measures.write_analysis(from_csv, tmp_path / "out" / "analysis.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(written), from_csv)
+
+
+def test_analyze_smoothing_ignores_a_one_sample_dip_and_no_grokking_gives_nan():
+    table = synthetic_run()
+    table["test_acc"] = 0.0
+    steps = table["step"].to_numpy()
+    dip = np.where(steps < 300, 5.0, 2.0)  # the real drop, 3
+    dip[steps == 700] = -10.0  # one bad sample: a raw drop of 12
+    table["dip"] = dip
+    raw = measures.analyze(table, measures=["dip"]).iloc[0]
+    smoothed = measures.analyze(table, measures=["dip"], smooth=9).iloc[0]
+    assert raw["drop_step"] == 700
+    assert smoothed["drop_step"] == 300 and smoothed["drop_size"] == pytest.approx(3.0)
+    assert np.isnan(smoothed["grok_step"]) and np.isnan(smoothed["lag"])
+
+
+def test_analyze_needs_the_standard_columns():
+    with pytest.raises(ValueError, match="test_acc"):
+        measures.analyze(pd.DataFrame({"step": [0], "test_loss": [1.0]}))
+
+
+def test_spearman_without_scipy_matches_scipy(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, 40).astype(float)  # many ties
+    y = x + rng.normal(size=40)
+    with_scipy = measures._spearman(x, y)
+    monkeypatch.setitem(sys.modules, "scipy", None)  # makes `from scipy import stats` raise ImportError
+    without_scipy = measures._spearman(x, y)
+    assert without_scipy == pytest.approx(with_scipy, rel=1e-12)
+    assert measures._average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
