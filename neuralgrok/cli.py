@@ -10,6 +10,7 @@ so names, types and defaults are defined once. Bad arguments exit with status 2.
 import argparse
 import dataclasses
 import sys
+import typing
 
 import torch
 
@@ -36,8 +37,10 @@ def add_config_arguments(parser, defaults=TrainConfig()):
         if isinstance(default, bool):
             options["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
-            options.update(nargs=len(default), type=type(default[0]),
-                           metavar=tuple(f"{config_field.name.upper()}{i + 1}" for i in range(len(default))))
+            variadic = typing.get_args(config_field.type)[-1:] == (Ellipsis,)  # Tuple[int, ...]
+            options.update(nargs="+" if variadic else len(default), type=type(default[0]),
+                           metavar=config_field.name.upper() if variadic else
+                           tuple(f"{config_field.name.upper()}{i + 1}" for i in range(len(default))))
             options["help"] = config_field.metadata.get("help", "") + f" (default: {' '.join(map(str, default))})"
         else:
             options["type"] = type(default)

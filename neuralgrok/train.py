@@ -6,7 +6,8 @@ Example (the same as ``neuralgrok run --task a+b --p 47 --method grokfast-ema --
     result = train(TrainConfig(task="a+b", p=47, method="grokfast-ema"), out_dir="runs/x")
     result.summary["steps_to_test_95"]
 
-A method is a function ``(base_optimizer, model, config) -> optimizer`` in :data:`METHODS`;
+A method is a function ``(base_optimizer, model, config, outer) -> optimizer`` in :data:`METHODS`
+(``outer`` is the outer split ``(inputs, labels)`` for a method that holds one out, else None);
 adding one is a :func:`register_method` call plus its hyperparameter fields in :class:`TrainConfig`.
 """
 import contextlib
@@ -26,8 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .files import atomic_write_text, read_toml, to_toml
+from .amplifier import NeuralAmplifier
+from .files import atomic_write
 from .grokfast import Grokfast
 from .metrics import age
+from .optimizer import META_MODES, NeuralGrok
 from .models import Transformer, answer_loss, evaluate
 from .tasks import modular_task, task_problems
 
@@ -68,6 +72,14 @@ class TrainConfig:
     ema_lamb: float = option(2.0, "grokfast-ema: amplification")
     ma_window: int = option(100, "grokfast-ma: window in steps")
     ma_lamb: float = option(5.0, "grokfast-ma: amplification")
+    amplifier_hidden: Tuple[int, ...] = option((32,), "neuralgrok: amplifier hidden sizes (the paper's code: 512 512)")
+    amplifier_rescale: float = option(1.0, "neuralgrok: rescale coefficient c of the amplified gradients")
+    meta_every: int = option(2, "neuralgrok: steps between amplifier updates (T)")
+    meta_mode: str = option("paper", "neuralgrok: 'paper' recomputes the gradient after the step, 'fast' reuses it")
+    meta_lr: float = option(1e-4, "neuralgrok: the amplifier's Adam learning rate")
+    outer_fraction: float = option(0.01, "neuralgrok: fraction of all pairs moved from train to the outer split")
+    clip_grad_norm: float = option(1.0, "neuralgrok: global norm the amplified gradients are clipped to; 0 = off")
+    amplifier_path: str = option("", "neuralgrok: use this frozen amplifier.pt (transfer) instead of training one")
     # -- bookkeeping --------------------------------------------------------------------------
     eval_every: int = option(10, "steps between logged evaluations")
     threads: int = option(0, "torch CPU threads; 0 = torch's default")
@@ -80,7 +92,7 @@ class TrainConfig:
         problems = task_problems(self.task, self.p, self.train_fraction)
         if self.method not in METHODS:
             problems.append(f"method={self.method!r} is not one of {sorted(METHODS)}")
-        for name in ("width", "depth", "heads", "eval_every", "ma_window"):
+        for name in ("width", "depth", "heads", "eval_every", "ma_window", "meta_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
         for name in ("steps", "batch_size", "warmup_steps", "threads"):
@@ -92,6 +104,17 @@ class TrainConfig:
             problems.append(f"betas={self.betas} must be two numbers in [0, 1)")
         if not self.lr > 0:
             problems.append(f"lr={self.lr} must be positive")
+        self.amplifier_hidden = tuple(int(h) for h in self.amplifier_hidden)
+        if not self.amplifier_hidden or min(self.amplifier_hidden) < 1:
+            problems.append(f"amplifier_hidden={self.amplifier_hidden} must be one or more positive widths")
+        if self.meta_mode not in META_MODES:
+            problems.append(f"meta_mode={self.meta_mode!r} is not one of {list(META_MODES)}")
+        if not (self.meta_lr > 0 and self.amplifier_rescale > 0 and self.clip_grad_norm >= 0):
+            problems.append("meta_lr and amplifier_rescale must be positive and clip_grad_norm not negative")
+        if not 0.0 < self.outer_fraction < self.train_fraction:
+            problems.append(f"outer_fraction={self.outer_fraction} must be in (0, train_fraction={self.train_fraction})")
+        if self.amplifier_path and not Path(self.amplifier_path).is_file():
+            problems.append(f"amplifier_path={self.amplifier_path!r} is not a file")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -112,7 +135,7 @@ class TrainConfig:
 
 
 def _build_grokfast(mode):
-    def build(base_optimizer, model, config):
+    def build(base_optimizer, model, config, outer):
         names = {p: n for n, p in model.named_parameters()}  # for its non-finite gradient errors
         if mode == "ema":
             return Grokfast(base_optimizer, mode="ema", alpha=config.ema_alpha, lamb=config.ema_lamb, param_names=names)
@@ -121,15 +144,32 @@ def _build_grokfast(mode):
     return build
 
 
+def uses_outer_split(config):
+    """NeuralGrok trains its amplifier on an outer split held out of the training pairs."""
+    return config.method == "neuralgrok" and not config.amplifier_path
+
+
+def _build_neuralgrok(base_optimizer, model, config, outer):
+    amplifier = NeuralAmplifier(config.amplifier_hidden, rescale=config.amplifier_rescale).to(config.device)
+    if config.amplifier_path:
+        amplifier.load_state_dict(torch.load(config.amplifier_path, map_location=config.device))
+    return NeuralGrok(base_optimizer, amplifier, meta_every=config.meta_every, meta=config.meta_mode,
+                      meta_lr=config.meta_lr, clip_grad_norm=config.clip_grad_norm or None,
+                      train_amplifier=outer is not None,
+                      outer_closure=None if outer is None else lambda: answer_loss(model, *outer)[0],
+                      param_names={p: n for n, p in model.named_parameters()})
+
+
 METHODS = {
-    "baseline": lambda base_optimizer, model, config: base_optimizer,
+    "baseline": lambda base_optimizer, model, config, outer: base_optimizer,
     "grokfast-ema": _build_grokfast("ema"),
     "grokfast-ma": _build_grokfast("ma"),
+    "neuralgrok": _build_neuralgrok,
 }
 
 
 def register_method(name, build):
-    """``build(base_optimizer, model, config)`` returns the optimizer the loop steps."""
+    """``build(base_optimizer, model, config, outer)`` returns the optimizer the loop steps."""
     if name in METHODS:
         raise ValueError(f"method {name!r} is already registered")
     METHODS[name] = build
@@ -141,6 +181,7 @@ class RunResult:
     history: List[Dict[str, float]]  # one row per evaluation, keys METRIC_COLUMNS
     summary: Dict[str, Optional[float]]
     model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
     out_dir: Optional[Path] = None
 
 
@@ -208,12 +249,15 @@ def train(config, out_dir=None, progress=True):
         out_dir = Path(out_dir)
         atomic_write_text(out_dir / "config.toml", to_toml(config.to_dict()))
     with cpu_threads(config.threads):
-        model, history, wall_time_s = _optimise(config, progress)
+        model, optimizer, history, wall_time_s = _optimise(config, progress)
     summary = summarize(config, history, wall_time_s)
     if out_dir is not None:
         atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return RunResult(config, history, summary, model, out_dir)
+        if isinstance(optimizer, NeuralGrok):  # for transfer: --amplifier-path runs/NAME/amplifier.pt
+            with atomic_write(out_dir / "amplifier.pt", "wb") as f:
+                torch.save(optimizer.amplifier.state_dict(), f)
+    return RunResult(config, history, summary, model, optimizer, out_dir)
 
 
 @contextlib.contextmanager
@@ -228,18 +272,29 @@ def cpu_threads(count):
         torch.set_num_threads(before)
 
 
+def split_outer(inputs, labels, n_outer):
+    """Move the first ``n_outer`` examples of the (shuffled) training split to the outer split:
+    ``(train_inputs, train_labels), (outer_inputs, outer_labels)``."""
+    return (inputs[n_outer:], labels[n_outer:]), (inputs[:n_outer], labels[:n_outer])
+
+
 def _optimise(config, progress):
-    """The training loop; returns ``(model, history, wall time in seconds)``."""
+    """The training loop; returns ``(model, optimizer, history, wall time in seconds)``."""
     seed_everything(config.seed)
     device = torch.device(config.device)
     data = modular_task(config.task, config.p, config.train_fraction, config.seed)
     train_inputs, train_labels = data.train_inputs.to(device), data.train_labels.to(device)
     test_inputs, test_labels = data.test_inputs.to(device), data.test_labels.to(device)
+    outer = None
+    if uses_outer_split(config):
+        n_all = len(data.train_labels) + len(data.test_labels)
+        n_outer = max(1, round(config.outer_fraction * n_all))
+        (train_inputs, train_labels), outer = split_outer(train_inputs, train_labels, n_outer)
     model = Transformer(data.vocab_size, data.num_classes, data.sequence_length,
                         width=config.width, depth=config.depth, heads=config.heads).to(device)
     base_optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
                                        weight_decay=config.weight_decay)
-    optimizer = METHODS[config.method](base_optimizer, model, config)
+    optimizer = METHODS[config.method](base_optimizer, model, config, outer)
     warmup = torch.optim.lr_scheduler.LambdaLR(
         base_optimizer, lambda done: min((done + 1) / config.warmup_steps, 1.0) if config.warmup_steps else 1.0)
     batches = training_batches(train_inputs, train_labels, config.batch_size, config.seed)
@@ -248,30 +303,42 @@ def _optimise(config, progress):
     start = time.perf_counter()
     bar = tqdm(total=config.steps, disable=not progress, desc=config.method, dynamic_ncols=True)
     try:
-        # Iteration `step` computes the gradient at the weights after `step` updates; the last one
-        # only measures, so the final weights get a logged row too.
+        # Iteration `step` logs the weights after `step` updates (the AGE of the raw gradient
+        # there is taken in the closure's first call, before any method transforms it); the
+        # last iteration only measures, so the final weights get a logged row too.
         for step in range(config.steps + 1):
             inputs, labels = next(batches)
-            optimizer.zero_grad(set_to_none=True)
-            loss, _ = answer_loss(model, inputs, labels)
-            loss.backward()
-            if step % config.eval_every == 0 or step == config.steps:
+            log_now = step % config.eval_every == 0 or step == config.steps
+            grad_age = []
+
+            def closure():
+                optimizer.zero_grad(set_to_none=True)
+                loss, _ = answer_loss(model, inputs, labels)
+                loss.backward()
+                if log_now and not grad_age:
+                    grad_age.append(float(age(model)))
+                return loss
+
+            if log_now:
                 train_loss, train_accuracy = evaluate(model, train_inputs, train_labels)
                 test_loss, test_accuracy = evaluate(model, test_inputs, test_labels)
+                norm = weight_norm(model)
+            if step == config.steps:
+                closure()
+            else:
+                optimizer.step(closure)
+                warmup.step()
+                bar.update()
+            if log_now:
                 history.append({"step": step, "train_loss": train_loss, "train_accuracy": train_accuracy,
                                 "test_loss": test_loss, "test_accuracy": test_accuracy,
-                                "grad_age": float(age(model)), "weight_norm": weight_norm(model),
+                                "grad_age": grad_age[0], "weight_norm": norm,
                                 "wall_time_s": time.perf_counter() - start})
                 bar.set_postfix(train_acc=f"{train_accuracy:.3f}", test_acc=f"{test_accuracy:.3f}",
                                 train_loss=f"{train_loss:.2e}", test_loss=f"{test_loss:.2e}", refresh=False)
-            if step == config.steps:
-                break
-            optimizer.step()
-            warmup.step()
-            bar.update()
     finally:
         bar.close()
-    return model, history, time.perf_counter() - start
+    return model, optimizer, history, time.perf_counter() - start
 
 
 def _cell(value, kind):

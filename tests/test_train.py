@@ -6,10 +6,11 @@ import os
 import pytest
 import torch
 
-from neuralgrok.grokfast import Grokfast
+from neuralgrok import NeuralGrok
 from neuralgrok.files import atomic_write, atomic_write_text, read_toml, to_toml
-from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, summarize, summary_table,
-                              train, training_batches)
+from neuralgrok.grokfast import Grokfast
+from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, split_outer, summarize,
+                              summary_table, train, training_batches)
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)
@@ -99,7 +100,7 @@ def test_config_validation(bad, message):
 def test_registered_method_is_used():
     calls = []
 
-    def build(base_optimizer, model, config):
+    def build(base_optimizer, model, config, outer):
         calls.append(config.method)
         return base_optimizer
 
@@ -140,7 +141,7 @@ def test_grokfast_methods_wrap_adamw_with_the_configs_hyperparameters(method, ex
     config = TrainConfig(method=method, ema_alpha=0.9, ema_lamb=3.0, ma_window=7, ma_lamb=4.0)
     model = torch.nn.Linear(2, 2)
     base = torch.optim.AdamW(model.parameters())
-    optimizer = METHODS[method](base, model, config)
+    optimizer = METHODS[method](base, model, config, None)
     assert isinstance(optimizer, Grokfast) and optimizer.base_optimizer is base
     assert optimizer.mode == expected.pop("mode")
     assert optimizer.filter.hyperparameters() == expected
@@ -150,3 +151,35 @@ def test_thread_count_is_restored_after_a_run():
     before = torch.get_num_threads()
     train(TrainConfig(**dict(TINY, steps=1, eval_every=1, threads=before + 1)), progress=False)
     assert torch.get_num_threads() == before
+
+
+def test_neuralgrok_method_holds_out_an_outer_split_and_saves_its_amplifier(tmp_path):
+    config = TrainConfig(**dict(TINY, steps=4, eval_every=2, method="neuralgrok", meta_every=2, outer_fraction=0.05))
+    result = train(config, out_dir=tmp_path / "ng", progress=False)
+    optimizer = result.optimizer
+    assert isinstance(optimizer, NeuralGrok) and optimizer.meta_steps == 2
+    assert result.summary["steps"] == 4
+    saved = torch.load(tmp_path / "ng" / "amplifier.pt")
+    assert all(torch.equal(saved[k], v) for k, v in optimizer.amplifier.state_dict().items())
+
+    # Transfer: the saved amplifier, frozen, on a fresh run (no outer split, no meta steps).
+    transfer = train(TrainConfig(**dict(TINY, steps=3, eval_every=1, method="neuralgrok",
+                                        amplifier_path=str(tmp_path / "ng" / "amplifier.pt"))), progress=False)
+    assert transfer.optimizer.meta_steps == 0 and not transfer.optimizer.train_amplifier
+    assert all(torch.equal(saved[k], v) for k, v in transfer.optimizer.amplifier.state_dict().items())
+
+
+def test_split_outer_moves_the_first_examples():
+    inputs, labels = torch.arange(20).reshape(10, 2), torch.arange(10)
+    (train_inputs, train_labels), (outer_inputs, outer_labels) = split_outer(inputs, labels, 3)
+    assert outer_labels.tolist() == [0, 1, 2] and train_labels.tolist() == list(range(3, 10))
+    assert torch.equal(torch.cat([outer_inputs, train_inputs]), inputs)
+
+
+def test_neuralgrok_config_errors():
+    with pytest.raises(ValueError, match="meta_mode"):
+        TrainConfig(method="neuralgrok", meta_mode="slow")
+    with pytest.raises(ValueError, match="outer_fraction"):
+        TrainConfig(method="neuralgrok", outer_fraction=0.6, train_fraction=0.5)
+    with pytest.raises(ValueError, match="amplifier_path"):
+        TrainConfig(method="neuralgrok", amplifier_path="/nonexistent/amplifier.pt")
