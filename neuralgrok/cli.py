@@ -63,8 +63,9 @@ def build_parser():
     parser.add_argument("--version", action="store_true", help="print version and build information, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="baseline vs Grokfast on a small task, with plots (a few minutes)",
-                               description="Train baseline and Grokfast on the same task and seed; "
+    demo = commands.add_parser("demo",
+                               help="baseline vs Grokfast vs NeuralGrok on a small task, with plots (a few minutes)",
+                               description="Train baseline, Grokfast and NeuralGrok on the same task and seed; "
                                            "print a table and write plots under --out.")
     demo.add_argument("--out", required=True, help="output directory (one sub-directory per method)")
     demo.add_argument("--steps", type=int, default=None, help="steps per method (default: the demo's own)")
