@@ -192,3 +192,41 @@ def test_normalized_gradient_is_scale_covariant_for_tiny_inputs():
     ts = (x * c).requires_grad_()
     (grad_tiny,) = torch.autograd.grad(age_op([ts], normalized=True), [ts])
     torch.testing.assert_close(grad_tiny * c, grad_x, rtol=1e-10, atol=0)
+
+
+def large_and_small_tensors(dtype):
+    # Sizes around and across the op's internal chunk boundaries (tensors split between chunks,
+    # several per chunk, empty ones, zeros), as a model's gradients are.
+    g = torch.Generator().manual_seed(5)
+    sizes = [20000, 3, 8189, 0, 1, 8192, 16385, 128, 7]
+    tensors = [torch.randn(n, generator=g, dtype=dtype) * 1e-3 for n in sizes]
+    tensors[1].zero_()
+    return tensors
+
+
+@pytest.mark.parametrize("per_tensor,normalized", VARIANTS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_values_match_reference_across_chunks(per_tensor, normalized, dtype, tol):
+    tensors = large_and_small_tensors(dtype)
+    torch.testing.assert_close(age_op(tensors, per_tensor, normalized), reference.age(tensors, per_tensor, normalized),
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("per_tensor,normalized", VARIANTS)
+def test_result_does_not_depend_on_thread_count(per_tensor, normalized):
+    tensors = large_and_small_tensors(torch.float32) * 8
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = age_op(tensors, per_tensor, normalized)
+        torch.set_num_threads(4)
+        four = age_op(tensors, per_tensor, normalized)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, four)
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_normalized_nan_among_zeros_is_nan(per_tensor):
+    x = torch.tensor([0.0, float("nan"), 0.0])
+    assert torch.isnan(age_op([x], per_tensor, normalized=True)).all()

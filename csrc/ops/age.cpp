@@ -5,9 +5,10 @@
 //                     with S = ||x||_1 and 0 log 0 = 0 (no eps needed); H = 0 for an all-zero input.
 // per_tensor=True returns one value per tensor; otherwise one value over all entries of all
 // tensors (for normalized=True the L1 norm is then taken over everything, not per tensor).
-// Each tensor is reduced in one fused pass with float64 accumulation (the normalised form adds a
-// max pass first, to stay exact for tiny inputs). Non-finite entries give a non-finite result;
-// the op never raises on values.
+// The forward reads each entry in one pass (the normalised form adds a max pass first, to stay
+// exact for tiny inputs), streaming all tensors through a cache-sized buffer so that the logs are
+// taken by ATen's SIMD log, with float64 accumulation; see kChunk. Non-finite entries give a
+// non-finite result; the op never raises on values.
 #include <ATen/Dispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Parallel.h>
@@ -16,7 +17,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -28,7 +28,16 @@ namespace {
 
 constexpr int64_t kGrainSize = 32768;
 
-// One tensor's reduction. Un-normalised: `sum` = sum |x| log(|x| + eps), in one pass.
+// The entries of all tensors are streamed, in list order, through a scratch buffer of kChunk
+// entries (a few tensors per chunk, or a slice of a large one): one loop the compiler vectorises
+// fills it, one ATen call takes all its logs (ATen's log is SIMD, dispatched at run time, where
+// std::log is scalar; one call per chunk rather than per tensor amortises its overhead over the
+// many small tensors of a model), and a multi-accumulator loop sums each tensor's part in float64.
+// Logs are taken in the input's dtype. Each chunk's per-tensor partial sums are added up in stream
+// order, so the result is deterministic and independent of the number of threads.
+constexpr int64_t kChunk = 8192;
+
+// One tensor's reduction. Un-normalised: `sum` = sum |x| log(|x| + eps).
 // Normalised: the entries are divided by `scale` = max |x| first (one more, cheap pass), so the
 // sums stay accurate however small the entries are (subnormal float64 included):
 // `l1` = sum y and `sum` = sum y log y with y = |x| / scale.
@@ -38,62 +47,153 @@ struct Reduction {
   double sum = 0.0;
 };
 
+// The part of one tensor's entries that falls into one chunk.
+struct Segment {
+  size_t tensor;
+  int64_t begin;
+  int64_t length;
+};
+
+// max |x|, ignoring NaN entries (they make the sums NaN later). Independent maxima in a lane array
+// the compiler keeps in memory (not unrolled into scalars) let the loop vectorise.
 template <typename scalar_t>
-Reduction reduce_tensor(const at::Tensor& t, bool normalized, double eps) {
-  const at::Tensor c = t.contiguous();
-  const scalar_t* x = c.data_ptr<scalar_t>();
-  const int64_t n = c.numel();
-  Reduction r;
-  if (!normalized) {
-    r.sum = at::parallel_reduce(
-        0, n, kGrainSize, 0.0,
-        [&](int64_t begin, int64_t end, double acc) {
-          for (int64_t i = begin; i < end; ++i) {
-            const double a = std::abs(static_cast<double>(x[i]));
-            acc += a * std::log(a + eps);
-          }
-          return acc;
-        },
-        std::plus<double>());
-    return r;
-  }
-  r.scale = at::parallel_reduce(
+double max_abs(const scalar_t* x, int64_t n) {
+  return at::parallel_reduce(
       0, n, kGrainSize, 0.0,
       [&](int64_t begin, int64_t end, double acc) {
-        for (int64_t i = begin; i < end; ++i) {
-          const double a = std::abs(static_cast<double>(x[i]));
-          if (!(a <= acc)) acc = a;  // NaN wins, so a non-finite input gives a non-finite result
+        constexpr int kLanes = 32;
+        scalar_t m[kLanes] = {};
+        int64_t i = begin;
+        for (; i + kLanes <= end; i += kLanes) {
+#pragma GCC unroll 1
+          for (int k = 0; k < kLanes; ++k) m[k] = std::max(m[k], std::abs(x[i + k]));
         }
+        for (; i < end; ++i) acc = std::max(acc, static_cast<double>(std::abs(x[i])));
+        for (int k = 0; k < kLanes; ++k) acc = std::max(acc, static_cast<double>(m[k]));
         return acc;
       },
-      [](double a, double b) { return !(b <= a) ? b : a; });
-  if (r.scale == 0.0 || !std::isfinite(r.scale)) {
-    r.l1 = r.sum = r.scale == 0.0 ? 0.0 : std::numeric_limits<double>::quiet_NaN();
-    return r;
+      [](double a, double b) { return std::max(a, b); });
+}
+
+// A segment's entries into the scratch buffers: un-normalised, the log arguments l = |x| + eps;
+// normalised, y = |x| / scale and l = y with 0 replaced by 1 (0 log 0 = 0).
+template <typename scalar_t>
+void fill(const scalar_t* x, int64_t n, bool normalized, scalar_t scale, scalar_t eps, scalar_t* y, scalar_t* l) {
+  if (normalized) {
+    for (int64_t i = 0; i < n; ++i) {
+      y[i] = std::abs(x[i]) / scale;
+      l[i] = y[i] == scalar_t(0) ? scalar_t(1) : y[i];
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) l[i] = std::abs(x[i]) + eps;
   }
-  using Pair = std::pair<double, double>;
-  const Pair sums = at::parallel_reduce(
-      0, n, kGrainSize, Pair{0.0, 0.0},
-      [&](int64_t begin, int64_t end, Pair acc) {
-        for (int64_t i = begin; i < end; ++i) {
-          const double y = std::abs(static_cast<double>(x[i])) / r.scale;
-          acc.first += y;
-          if (y != 0.0) acc.second += y * std::log(y);
-        }
-        return acc;
-      },
-      [](Pair a, Pair b) { return Pair{a.first + b.first, a.second + b.second}; });
-  r.l1 = sums.first;
-  r.sum = sums.second;
-  return r;
+}
+
+// (sum |w|, sum |w| log_l) in float64, with independent partial sums (added in a fixed order) so that
+// the loop vectorises without reassociation flags. The products are rounded to scalar_t, as the
+// logs were; `with_l1` = false skips the first sum.
+template <bool with_l1, typename scalar_t>
+std::pair<double, double> weighted_sum(const scalar_t* w, const scalar_t* log_l, int64_t n) {
+  constexpr int kLanes = 8;
+  double l1[kLanes] = {};
+  double sum[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const scalar_t a = std::abs(w[i + k]);
+      if (with_l1) l1[k] += static_cast<double>(a);
+      sum[k] += static_cast<double>(a * log_l[i + k]);
+    }
+  }
+  for (; i < n; ++i) {
+    const scalar_t a = std::abs(w[i]);
+    if (with_l1) l1[0] += static_cast<double>(a);
+    sum[0] += static_cast<double>(a * log_l[i]);
+  }
+  for (int k = 1; k < kLanes; ++k) {
+    l1[0] += l1[k];
+    sum[0] += sum[k];
+  }
+  return {l1[0], sum[0]};
+}
+
+template <typename scalar_t>
+std::vector<Reduction> reduce_tensors(at::TensorList tensors, bool normalized, double eps) {
+  std::vector<Reduction> parts(tensors.size());
+  std::vector<at::Tensor> contiguous;
+  contiguous.reserve(tensors.size());
+  for (const auto& t : tensors) contiguous.push_back(t.contiguous());
+
+  // Cut the stream into chunks; tensors with nothing to sum (no entries, or normalised with a zero
+  // or non-finite max) are left out of it.
+  std::vector<Segment> segments;
+  std::vector<size_t> chunk_starts{0};  // chunk c holds segments [chunk_starts[c], chunk_starts[c + 1])
+  int64_t filled = 0;
+  for (size_t i = 0; i < contiguous.size(); ++i) {
+    const int64_t n = contiguous[i].numel();
+    if (normalized) {
+      Reduction& r = parts[i];
+      const scalar_t* x = contiguous[i].data_ptr<scalar_t>();
+      r.scale = max_abs(x, n);
+      // max_abs skips NaN entries, which the sums would catch, unless all the others are zero.
+      if (r.scale == 0.0 && std::any_of(x, x + n, [](scalar_t v) { return std::isnan(v); })) {
+        r.scale = std::numeric_limits<double>::quiet_NaN();
+      }
+      if (r.scale == 0.0 || !std::isfinite(r.scale)) {
+        r.l1 = r.sum = r.scale == 0.0 ? 0.0 : std::numeric_limits<double>::quiet_NaN();
+        continue;
+      }
+    }
+    for (int64_t begin = 0; begin < n;) {
+      const int64_t length = std::min(n - begin, kChunk - filled);
+      segments.push_back({i, begin, length});
+      begin += length;
+      filled += length;
+      if (filled == kChunk) {
+        chunk_starts.push_back(segments.size());
+        filled = 0;
+      }
+    }
+  }
+  if (filled > 0) chunk_starts.push_back(segments.size());
+
+  std::vector<std::pair<double, double>> sums(segments.size());  // (l1, sum) of each segment
+  const int64_t chunks = static_cast<int64_t>(chunk_starts.size()) - 1;
+  at::parallel_for(0, chunks, kGrainSize / kChunk, [&](int64_t first, int64_t last) {
+    const at::Tensor scratch = at::empty({2, kChunk}, contiguous[0].options());
+    scalar_t* y = scratch.data_ptr<scalar_t>();
+    scalar_t* l = y + kChunk;
+    const at::Tensor logs = scratch[1];
+    for (int64_t c = first; c < last; ++c) {
+      int64_t offset = 0;
+      for (size_t s = chunk_starts[c]; s < chunk_starts[c + 1]; ++s) {
+        const Segment& seg = segments[s];
+        fill(contiguous[seg.tensor].data_ptr<scalar_t>() + seg.begin, seg.length, normalized,
+             static_cast<scalar_t>(parts[seg.tensor].scale), static_cast<scalar_t>(eps), y + offset, l + offset);
+        offset += seg.length;
+      }
+      (offset == kChunk ? logs : logs.narrow(0, 0, offset)).log_();
+      offset = 0;
+      for (size_t s = chunk_starts[c]; s < chunk_starts[c + 1]; ++s) {
+        const Segment& seg = segments[s];
+        sums[s] = normalized ? weighted_sum<true>(y + offset, l + offset, seg.length)
+                             : weighted_sum<false>(contiguous[seg.tensor].data_ptr<scalar_t>() + seg.begin,
+                                                   l + offset, seg.length);
+        offset += seg.length;
+      }
+    }
+  });
+  for (size_t s = 0; s < segments.size(); ++s) {
+    parts[segments[s].tensor].l1 += sums[s].first;
+    parts[segments[s].tensor].sum += sums[s].second;
+  }
+  return parts;
 }
 
 std::vector<Reduction> reduce_all(at::TensorList tensors, bool normalized, double eps) {
   std::vector<Reduction> parts;
-  parts.reserve(tensors.size());
-  AT_DISPATCH_FLOATING_TYPES(tensors[0].scalar_type(), "neuralgrok::age", [&] {
-    for (const auto& t : tensors) parts.push_back(reduce_tensor<scalar_t>(t, normalized, eps));
-  });
+  AT_DISPATCH_FLOATING_TYPES(tensors[0].scalar_type(), "neuralgrok::age",
+                             [&] { parts = reduce_tensors<scalar_t>(tensors, normalized, eps); });
   return parts;
 }
 
