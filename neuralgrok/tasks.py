@@ -81,8 +81,10 @@ register_operation("x^2+xy+y^2", lambda x, y, p: x * x + x * y + y * y)
 register_operation("x^2+xy+y^2+x", lambda x, y, p: x * x + x * y + y * y + x)
 register_operation("x^3+xy", lambda x, y, p: x * x * x + x * y)
 register_operation("x^3+xy^2+y", lambda x, y, p: x * x * x + x * y * y + y)
-for _alias, _name in {"add": "a+b", "sub": "a-b", "mul": "a*b", "div": "a/b"}.items():
-    register_alias(_alias, _name)
+register_alias("add", "a+b")
+register_alias("sub", "a-b")
+register_alias("mul", "a*b")
+register_alias("div", "a/b")
 
 LAYOUTS = ("neuralgrok", "power", "nanda")
 
@@ -98,7 +100,8 @@ class TokenLayout:
 
     @property
     def equals_token(self):
-        return self.p + (self.offset if self.name == "nanda" else self.operators if self.name == "neuralgrok" else 1)
+        # "=" follows the last number or operator token.
+        return self.p + {"neuralgrok": self.operators, "power": 1, "nanda": self.offset}[self.name]
 
     @property
     def vocab_size(self):
@@ -157,7 +160,7 @@ def task_problems(operation, p, train_fraction=None, layout="neuralgrok", offset
         return [f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}"]
     if layout != "neuralgrok" and OPERATIONS[operation].arity != 2:
         return [f"layout {layout!r} needs a two-operand operation; {operation} has {OPERATIONS[operation].arity}"]
-    if offset and layout != "nanda" or offset < 0:
+    if offset < 0 or (offset and layout != "nanda"):
         return [f"offset={offset}: only the 'nanda' layout takes an offset, and it must be >= 0"]
     if number_of_examples(operation, p) > MAX_EXAMPLES:
         return [f"{operation} mod {p} has {number_of_examples(operation, p)} examples, over the {MAX_EXAMPLES} "
