@@ -1,9 +1,15 @@
-"""The decoder-only causal transformer of Power et al., Grokfast and NeuralGrok.
+"""The models of the grokking papers, each classifying a token sequence by its answer.
 
-Token + learned position embeddings, ``depth`` pre-LayerNorm blocks (causal multi-head
+:class:`Transformer` is the decoder-only causal transformer of Power et al., Grokfast and NeuralGrok:
+token + learned position embeddings, ``depth`` pre-LayerNorm blocks (causal multi-head
 self-attention, then a GELU MLP four times as wide), a final LayerNorm and an untied linear head
 without bias, read out at the last position (the ``=`` token). Loss and accuracy are on the answer
 only, because the model produces logits for the last position only.
+
+:class:`NandaTransformer` is the transformer of Nanda et al. and Gu et al. (no LayerNorm, ReLU MLP,
+every matrix drawn from N(0, 1/width)); :class:`EmbeddingMLP` is Gu et al.'s MLP on the concatenated
+token embeddings. All three take ``init_scale`` (multiplies every trained weight matrix at init) and
+``embedding`` (the token-embedding init, see :func:`init_token_embedding`).
 
 Example::
 
@@ -11,6 +17,8 @@ Example::
     model = Transformer(vocab_size=49, num_classes=47, sequence_length=4, width=128, depth=2, heads=4)
     loss, accuracy = evaluate(model, data.test_inputs, data.test_labels)
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +54,8 @@ class Transformer(nn.Module):
     :meth:`hidden_states` gives every position's final (normalised) state ``(N, T, width)``.
     """
 
-    def __init__(self, vocab_size, num_classes, sequence_length, width=128, depth=2, heads=4):
+    def __init__(self, vocab_size, num_classes, sequence_length, width=128, depth=2, heads=4,
+                 init_scale=1.0, embedding=None, embedding_seed=0):
         super().__init__()
         if width % heads:
             raise ValueError(f"width={width} must be divisible by heads={heads}")
@@ -58,6 +67,10 @@ class Transformer(nn.Module):
         # True above the diagonal = position i may not attend to a later position j > i.
         mask = torch.triu(torch.ones(sequence_length, sequence_length, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal_mask", mask, persistent=False)
+        # embedding=None keeps PyTorch's N(0, 1) token embedding (and draws nothing more).
+        if embedding is not None:
+            init_token_embedding(self.token_embedding, embedding, embedding_seed)
+        scale_weights(self, init_scale)
 
     def _run_blocks(self, inputs, last_only):
         length = inputs.shape[1]
@@ -77,10 +90,144 @@ class Transformer(nn.Module):
         return self.head(self._run_blocks(inputs, last_only=True)[:, -1])
 
 
-def answer_loss(model, inputs, labels):
-    """Cross-entropy of the answer token, and the logits it came from."""
+EMBEDDINGS = ("gaussian", "onehot_fixed", "toeplitz")
+
+
+def toeplitz_embedding(vocab_size, width, seed=0):
+    """Gu et al.'s Toeplitz init as a ``(vocab_size, width)`` embedding weight: T = toeplitz(r, r) for
+    r ~ U[0, 1)^width drawn from ``seed``, W_E = T[:, :vocab] / sqrt(width); T is symmetric, so the
+    embedding rows are T[:vocab] / sqrt(width)."""
+    r = torch.rand(width, generator=torch.Generator().manual_seed(seed))
+    index = torch.arange(width)
+    toeplitz = r[(index[:, None] - index[None, :]).abs()]
+    return toeplitz[:vocab_size] / math.sqrt(width)
+
+
+@torch.no_grad()
+def init_token_embedding(embedding, kind, seed=0):
+    """Re-initialise an ``nn.Embedding`` in place: ``"gaussian"`` N(0, 1/width); ``"onehot_fixed"``
+    row t = e_t and frozen (width >= vocabulary); ``"toeplitz"`` :func:`toeplitz_embedding` (``seed``)."""
+    vocab_size, width = embedding.weight.shape
+    if kind not in EMBEDDINGS:
+        raise ValueError(f"unknown embedding {kind!r}; choose one of {list(EMBEDDINGS)}")
+    if kind != "gaussian" and width < vocab_size:
+        raise ValueError(f"embedding {kind!r} needs width >= vocabulary, got {width} < {vocab_size}")
+    if kind == "gaussian":
+        embedding.weight.normal_(0.0, 1.0 / math.sqrt(width))
+    elif kind == "toeplitz":
+        embedding.weight.copy_(toeplitz_embedding(vocab_size, width, seed))
+    else:
+        embedding.weight.copy_(torch.eye(vocab_size, width))
+        embedding.weight.requires_grad_(False)
+
+
+@torch.no_grad()
+def scale_weights(module, scale):
+    """Multiply every trained weight matrix (2-D or more) of ``module`` by ``scale``; frozen ones
+    (the fixed one-hot embedding) and vectors (biases, LayerNorm gains) are left alone."""
+    for parameter in module.parameters():
+        if parameter.dim() >= 2 and parameter.requires_grad:
+            parameter.mul_(scale)
+
+
+class NandaAttention(nn.Module):
+    """Causal multi-head self-attention without biases."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value, self.out = (nn.Linear(width, width, bias=False) for _ in range(4))
+
+    def forward(self, x, causal_mask):
+        n, length, width = x.shape
+
+        def split_heads(t):  # (N, T, width) -> (N, heads, T, width / heads)
+            return t.reshape(n, length, self.heads, -1).transpose(1, 2)
+
+        q, k, v = split_heads(self.query(x)), split_heads(self.key(x)), split_heads(self.value(x))
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(causal_mask, float("-inf"))
+        attended = scores.softmax(dim=-1) @ v
+        return self.out(attended.transpose(1, 2).reshape(n, length, width))
+
+
+class NandaBlock(nn.Module):
+    """Residual block without LayerNorm: ``x + attention(x)``, then ``x + relu_mlp(x)``."""
+
+    def __init__(self, width, heads, mlp_width):
+        super().__init__()
+        self.attention = NandaAttention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_width), nn.ReLU(), nn.Linear(mlp_width, width))
+
+    def forward(self, x, causal_mask):
+        x = x + self.attention(x, causal_mask)
+        return x + self.mlp(x)
+
+
+class NandaTransformer(nn.Module):
+    """The transformer of Nanda et al. and Gu et al.: no LayerNorm, ``heads`` heads of
+    ``width / heads``, ReLU MLP ``mlp_width``, no attention biases, learned positions, every matrix
+    N(0, 1/width) times ``init_scale`` (biases zero), untied head without bias read out at the last
+    (``=``) position. ``forward(inputs)`` maps ``(N, T)`` tokens to ``(N, num_classes)`` logits."""
+
+    def __init__(self, vocab_size, num_classes, sequence_length, width=128, depth=2, heads=4, mlp_width=512,
+                 init_scale=1.0, embedding="gaussian", embedding_seed=0):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width={width} must be divisible by heads={heads}")
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.position_embedding = nn.Embedding(sequence_length, width)
+        self.blocks = nn.ModuleList(NandaBlock(width, heads, mlp_width) for _ in range(depth))
+        self.head = nn.Linear(width, num_classes, bias=False)
+        mask = torch.triu(torch.ones(sequence_length, sequence_length, dtype=torch.bool), diagonal=1)
+        self.register_buffer("causal_mask", mask, persistent=False)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                if parameter.dim() >= 2:
+                    parameter.normal_(0.0, 1.0 / math.sqrt(width))
+                else:
+                    parameter.zero_()
+        init_token_embedding(self.token_embedding, embedding, embedding_seed)
+        scale_weights(self, init_scale)
+
+    def hidden_states(self, inputs):
+        """Every position's final residual stream ``(N, T, width)``."""
+        length = inputs.shape[1]
+        x = self.token_embedding(inputs) + self.position_embedding(torch.arange(length, device=inputs.device))
+        for block in self.blocks:
+            x = block(x, self.causal_mask[:length, :length])
+        return x
+
+    def forward(self, inputs):
+        return self.head(self.hidden_states(inputs)[:, -1])
+
+
+class EmbeddingMLP(nn.Module):
+    """Gu et al.'s MLP: the ``sequence_length`` token embeddings concatenated
+    (3 x 128 = 384) -> ``hidden`` -> ``hidden`` -> ``num_classes``, ReLU; PyTorch's default init for the
+    Linear layers, ``embedding`` for the tokens, every trained matrix times ``init_scale``."""
+
+    def __init__(self, vocab_size, num_classes, sequence_length=3, width=128, hidden=512,
+                 init_scale=1.0, embedding="gaussian", embedding_seed=0):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.mlp = nn.Sequential(nn.Linear(sequence_length * width, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                 nn.ReLU(), nn.Linear(hidden, num_classes))
+        init_token_embedding(self.token_embedding, embedding, embedding_seed)
+        scale_weights(self, init_scale)
+
+    def forward(self, inputs):
+        return self.mlp(self.token_embedding(inputs).flatten(1))
+
+
+def answer_loss(model, inputs, labels, loss="ce"):
+    """Loss of the answer token, and the logits it came from: ``"ce"`` cross-entropy, or ``"mse"`` the
+    mean squared error between the logits and the one-hot answer (mean over examples and classes)."""
     logits = model(inputs)
-    return F.cross_entropy(logits, labels), logits
+    if loss == "ce":
+        return F.cross_entropy(logits, labels), logits
+    if loss == "mse":
+        return F.mse_loss(logits, F.one_hot(labels, logits.shape[-1]).to(logits.dtype)), logits
+    raise ValueError(f"unknown loss {loss!r}; choose 'ce' or 'mse'")
 
 
 def accuracy(logits, labels):
@@ -88,12 +235,12 @@ def accuracy(logits, labels):
 
 
 @torch.no_grad()
-def evaluate(model, inputs, labels):
+def evaluate(model, inputs, labels, loss="ce"):
     """Loss and accuracy over a whole split in one vectorised pass: ``(loss, accuracy)`` as floats."""
     was_training = model.training
     model.eval()
     try:
-        loss, logits = answer_loss(model, inputs, labels)
+        value, logits = answer_loss(model, inputs, labels, loss)
     finally:
         model.train(was_training)
-    return loss.item(), accuracy(logits, labels)
+    return value.item(), accuracy(logits, labels)

@@ -2,7 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuralgrok.models import Transformer, accuracy, answer_loss, evaluate
+from torch import nn
+
+from neuralgrok.models import (EmbeddingMLP, NandaTransformer, Transformer, accuracy, answer_loss, evaluate,
+                               toeplitz_embedding)
 
 
 def small_model(depth=2, width=32, heads=4, seed=0):
@@ -69,3 +72,113 @@ def test_evaluate_is_one_no_grad_pass_and_keeps_the_mode():
 def test_width_must_split_into_heads():
     with pytest.raises(ValueError, match="divisible"):
         small_model(width=30, heads=4)
+
+
+def nanda_model(**kwargs):
+    torch.manual_seed(0)
+    return NandaTransformer(vocab_size=14, num_classes=13, sequence_length=3, width=32, heads=4, mlp_width=64,
+                            **kwargs)
+
+
+def nanda_inputs(n=16):
+    return torch.randint(0, 14, (n, 3), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_nanda_transformer_shapes_and_no_layernorm(depth):
+    model = nanda_model(depth=depth)
+    inputs = nanda_inputs()
+    assert model(inputs).shape == (16, 13)
+    torch.testing.assert_close(model(inputs), model.head(model.hidden_states(inputs)[:, -1]))
+    assert len(model.blocks) == depth
+    assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
+    attention = model.blocks[0].attention
+    assert all(layer.bias is None for layer in (attention.query, attention.key, attention.value, attention.out))
+    assert model.blocks[0].mlp[0].out_features == 64 and isinstance(model.blocks[0].mlp[1], nn.ReLU)
+
+
+def test_nanda_transformer_init_is_gaussian_over_root_width_times_scale():
+    torch.manual_seed(0)
+    model = NandaTransformer(vocab_size=100, num_classes=97, sequence_length=3, init_scale=2.0)
+    for name, parameter in model.named_parameters():
+        if parameter.dim() >= 2:
+            assert parameter.std().item() == pytest.approx(2.0 / 128 ** 0.5, rel=0.1), name
+        else:
+            assert not parameter.any(), name
+
+
+def test_nanda_transformer_is_causal():
+    model = nanda_model()
+    inputs = nanda_inputs()
+    changed = inputs.clone()
+    changed[:, 2] = (changed[:, 2] + 1) % 14
+    torch.testing.assert_close(model.hidden_states(changed)[:, :2], model.hidden_states(inputs)[:, :2])
+
+
+def test_embedding_mlp_shapes():
+    torch.manual_seed(0)
+    model = EmbeddingMLP(vocab_size=98, num_classes=97)
+    assert model(torch.randint(0, 98, (5, 3))).shape == (5, 97)
+    assert [layer.in_features for layer in model.mlp if isinstance(layer, nn.Linear)] == [384, 512, 512]
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: NandaTransformer(14, 13, 3, width=32, **kw),
+    lambda **kw: EmbeddingMLP(14, 13, width=32, **kw),
+    lambda **kw: Transformer(14, 13, 3, width=32, **kw),
+])
+def test_onehot_embedding_is_identity_and_stays_frozen(make):
+    model = make(embedding="onehot_fixed", init_scale=3.0)
+    weight = model.token_embedding.weight
+    assert torch.equal(weight, torch.eye(14, 32)) and not weight.requires_grad
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1, weight_decay=1.0)
+    answer_loss(model, nanda_inputs(), torch.arange(16) % 13)[0].backward()
+    optimizer.step()
+    assert weight.grad is None and torch.equal(weight, torch.eye(14, 32))
+
+
+def test_onehot_embedding_needs_width_at_least_vocabulary():
+    with pytest.raises(ValueError, match="width >= vocabulary"):
+        EmbeddingMLP(vocab_size=40, num_classes=13, width=32, embedding="onehot_fixed")
+
+
+def test_toeplitz_embedding_formula():
+    width, vocab, seed = 8, 5, 3
+    r = torch.rand(width, generator=torch.Generator().manual_seed(seed))
+    # W_E = T[:, :vocab] / sqrt(d) with T[i, j] = r[|i - j|]; the embedding weight is W_E transposed.
+    expected = torch.tensor([[r[abs(i - j)].item() for j in range(vocab)] for i in range(width)]) / width ** 0.5
+    torch.testing.assert_close(toeplitz_embedding(vocab, width, seed), expected.T)
+    model = NandaTransformer(vocab, 5, 3, width=width, heads=2, embedding="toeplitz", embedding_seed=seed)
+    torch.testing.assert_close(model.token_embedding.weight, expected.T)
+    assert model.token_embedding.weight.requires_grad
+
+
+def test_transformer_default_embedding_and_scale_are_unchanged():
+    torch.manual_seed(0)
+    default = Transformer(13, 11, 4, width=32)
+    torch.manual_seed(0)
+    explicit = Transformer(13, 11, 4, width=32, init_scale=1.0, embedding=None)
+    assert all(torch.equal(a, b) for a, b in zip(default.parameters(), explicit.parameters()))
+    torch.manual_seed(0)
+    scaled = Transformer(13, 11, 4, width=32, init_scale=0.5)
+    torch.testing.assert_close(scaled.head.weight, 0.5 * default.head.weight)
+    torch.testing.assert_close(scaled.final_norm.weight, default.final_norm.weight)  # vectors unscaled
+
+
+class FixedLogits(nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, inputs):
+        return self.logits
+
+
+def test_mse_loss_on_a_hand_case():
+    model = FixedLogits(torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.0, 2.0]]))
+    loss, _ = answer_loss(model, None, torch.tensor([0, 2]), loss="mse")
+    # Targets [[1, 0, 0], [0, 0, 1]]: squared errors 0, 0, 0, 0.25, 0, 1 over 6 entries.
+    assert loss.item() == pytest.approx(1.25 / 6)
+    assert evaluate(model, None, torch.tensor([0, 2]), loss="mse") == (pytest.approx(1.25 / 6), 1.0)
+    with pytest.raises(ValueError, match="unknown loss"):
+        answer_loss(model, None, torch.tensor([0, 2]), loss="l1")
