@@ -3,6 +3,8 @@
     neuralgrok --version
     neuralgrok demo --out runs/demo [--steps N] [--quiet]
     neuralgrok run --task a*b --p 97 --method grokfast-ema --steps 5000 --out runs/ab97
+    neuralgrok sweep configs/sweep-demo.toml [--jobs N] [--dry-run]     (see neuralgrok.sweep)
+    neuralgrok compare runs/sweep-demo [runs/other ...] [--out DIR]      (see neuralgrok.compare)
 
 ``run`` has one flag per :class:`neuralgrok.train.TrainConfig` field, generated from the dataclass,
 so names, types and defaults are defined once. Bad arguments exit with status 2.
@@ -77,6 +79,20 @@ def build_parser():
     run.add_argument("--out", default=None, help="output directory (default: write nothing)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_arguments(run)
+
+    sweep = commands.add_parser("sweep", help="one run per point of a grid, as separate processes",
+                                description="Run (or with --dry-run print) one 'neuralgrok run' command per "
+                                            "point of the sweep file's grid, skipping finished runs.")
+    sweep.add_argument("sweep_file", help="TOML with out = DIR, [base] fields and [grid] lists")
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at a time (default: 1)")
+    sweep.add_argument("--dry-run", action="store_true", help="print the unfinished runs' commands, one per line")
+
+    compare = commands.add_parser("compare", help="table and plot comparing runs grouped over seeds",
+                                  description="Group runs by everything but the seed; write comparison.csv, "
+                                              "comparison.md and comparison_accuracy.png.")
+    compare.add_argument("runs", nargs="+", help="run directories, or sweep directories holding them")
+    compare.add_argument("--out", default=None, help="output directory (default: the sweep directory, "
+                                                     "when a single one is given)")
     for command, command_parser in commands.choices.items():
         command_parser.set_defaults(command_parser=command_parser)
     return parser
@@ -102,5 +118,13 @@ def main(argv=None):
         result = train(config, out_dir=arguments.out, progress=not arguments.quiet)
         print(summary_table([result.summary]), end="")
         return 0
+    if arguments.command == "sweep":
+        from . import sweep  # it imports this module
+
+        return sweep.main(arguments, arguments.command_parser)
+    if arguments.command == "compare":
+        from . import compare  # imports matplotlib
+
+        return compare.main(arguments, arguments.command_parser)
     parser.print_help(sys.stderr)
     return 2

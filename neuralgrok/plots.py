@@ -49,6 +49,29 @@ def _plot(histories, path, title, ylabel, series, log_y=False):
     return path
 
 
+def plot_groups(groups, path, title="test accuracy"):
+    """Test accuracy of groups of runs on one log-x axis: one colour per group, a thin line per run.
+
+    ``groups`` maps a label to a list of metric histories (one per seed).
+    """
+    figure = Figure(figsize=(7, 4.2))
+    axes = figure.add_subplot()
+    for index, (label, histories) in enumerate(groups.items()):
+        for run, history in enumerate(histories):
+            steps, values = _steps_and(history, "test_accuracy")
+            # One legend entry per group, not per run.
+            axes.plot(steps, values, color=f"C{index % 10}", linewidth=0.8, alpha=0.8,
+                      label=label if run == 0 else None)
+    axes.set_xscale("log")
+    axes.set_xlabel("optimisation step")
+    axes.set_ylabel("test accuracy")
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(fontsize="small")
+    _save(figure, path)
+    return path
+
+
 def plot_runs(histories, out_dir, title=""):
     """Write ``accuracy.png``, ``loss.png`` and ``age.png`` under ``out_dir``; return their paths.
 

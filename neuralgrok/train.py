@@ -237,6 +237,13 @@ def metrics_csv(history):
     return buffer.getvalue()
 
 
+def read_metrics(path):
+    """The rows of a ``metrics.csv`` written by :func:`train`: ``step`` an int, the rest floats."""
+    with open(path, newline="") as f:
+        return [{key: int(value) if key == "step" else float(value) for key, value in row.items()}
+                for row in csv.DictReader(f)]
+
+
 def train(config, out_dir=None, progress=True):
     """Train one model as ``config`` says; log every ``eval_every`` steps and at the end.
 

@@ -1,0 +1,194 @@
+"""Grid sweeps: one independent ``python -m neuralgrok run`` process per point of a grid.
+
+A sweep file is TOML::
+
+    out = "runs/sweep-demo"          # relative paths are relative to the working directory
+    [base]                           # TrainConfig fields shared by every run
+    p = 47
+    steps = 4000
+    [grid]                           # lists; their Cartesian product gives one run each
+    method = ["baseline", "grokfast-ema"]
+    seed = [0, 1, 2]
+
+Each run goes to ``OUT/<name>``, the name made of the grid's values in the grid's order, e.g.
+``method=grokfast-ema,seed=1`` (characters other than letters, digits and ``+-._`` are %-escaped,
+so ``a*b`` becomes ``a%2Ab``). A run whose ``summary.json`` exists is finished and skipped, so a
+sweep is resumed by running the same command again. Runs get ``--threads 1`` unless the file
+sets ``threads``. Every config is built and checked before anything is launched; a bad file
+exits with status 2 and writes nothing.
+
+Commands::
+
+    neuralgrok sweep configs/sweep-demo.toml --jobs 2     # the unfinished runs, 2 processes at a time
+    neuralgrok sweep configs/sweep-demo.toml --dry-run    # print their commands, one per line
+    neuralgrok compare runs/sweep-demo                     # table and plot, see neuralgrok.compare
+
+On a Slurm cluster, one array task per unfinished run::
+
+    neuralgrok sweep configs/sweep-demo.toml --dry-run > commands.txt
+    sbatch --array=1-$(wc -l < commands.txt) --wrap 'sed -n "${SLURM_ARRAY_TASK_ID}p" commands.txt | bash'
+
+A run's output (its summary table, or its error) goes to ``OUT/<name>/log.txt`` under ``--jobs``.
+"""
+import argparse
+import concurrent.futures
+import dataclasses
+import itertools
+import shlex
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from .files import read_toml
+from .train import TrainConfig
+
+SWEEP_KEYS = ("out", "base", "grid")
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be run as written."""
+
+
+@dataclass
+class Run:
+    name: str
+    out_dir: Path
+    config: TrainConfig
+    command: List[str]
+
+    def finished(self):
+        return (self.out_dir / "summary.json").exists()
+
+
+def _name_value(value):
+    text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return urllib.parse.quote(text, safe="+-._")  # injective and safe as a file name
+
+
+def run_name(point):
+    """Directory name of one grid point: ``key=value`` pairs joined by commas, in the grid's order."""
+    return ",".join(f"{key}={_name_value(value)}" for key, value in point.items())
+
+
+def _flag_values(value):
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [repr(v) if isinstance(v, float) else str(v) for v in values]
+
+
+def run_flags(values):
+    """``neuralgrok run`` flags setting exactly the given TrainConfig fields."""
+    flags = []
+    for key, value in values.items():
+        if isinstance(value, bool):  # no such field yet; the CLI would give it --x / --no-x
+            flags.append(("--" if value else "--no-") + key.replace("_", "-"))
+        else:
+            flags += ["--" + key.replace("_", "-"), *_flag_values(value)]
+    return flags
+
+
+def config_from_flags(flags):
+    """The TrainConfig ``neuralgrok run`` builds from ``flags`` (argparse errors raise, not exit)."""
+    from .cli import add_config_arguments  # the CLI imports this module
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_config_arguments(parser)
+    arguments = parser.parse_args(flags)
+    return TrainConfig(**vars(arguments))
+
+
+def _check_tables(sweep):
+    unknown = sorted(set(sweep) - set(SWEEP_KEYS))
+    if unknown:
+        raise SweepError(f"unknown top-level keys {unknown}; a sweep file has {list(SWEEP_KEYS)}")
+    if not isinstance(sweep.get("out"), str) or not sweep["out"]:
+        raise SweepError('the sweep file needs out = "runs/NAME", the directory of its runs')
+    base, grid = sweep.get("base", {}), sweep.get("grid", {})
+    if not isinstance(base, dict) or not isinstance(grid, dict):
+        raise SweepError("[base] and [grid] must be tables")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted((set(base) | set(grid)) - fields)
+    if unknown:
+        raise SweepError(f"unknown TrainConfig fields {unknown}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"grid.{key} must be a non-empty list of values")
+    both = sorted(set(base) & set(grid))
+    if both:
+        raise SweepError(f"{both} in both [base] and [grid]")
+    return Path(sweep["out"]), base, grid
+
+
+def _build_run(out, values, point):
+    """One run; its command must rebuild exactly the config the file describes."""
+    name = run_name(point) or "run"
+    try:
+        config = TrainConfig.from_dict(values)
+        flags = run_flags(values)
+        if config_from_flags(flags) != config:
+            raise ValueError("a value changes on the command line (an int field given a float?)")
+    except (ValueError, TypeError, argparse.ArgumentError) as error:
+        raise SweepError(f"run {name}: {error}") from None
+    command = [sys.executable, "-m", "neuralgrok", "run", "--quiet", "--out", str(out / name), *flags]
+    return Run(name, out / name, config, command)
+
+
+def load_sweep(path):
+    """Every run of a sweep file, each config built and checked; raises :class:`SweepError`."""
+    try:
+        sweep = read_toml(path)
+    except (OSError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError
+        raise SweepError(f"cannot read {path}: {error}") from None
+    out, base, grid = _check_tables(sweep)
+    runs = []
+    for combination in itertools.product(*grid.values()):
+        point = dict(zip(grid, combination))
+        runs.append(_build_run(out, {"threads": 1, **base, **point}, point))
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise SweepError("the grid repeats a value, so two runs would share a directory")
+    return runs
+
+
+def _launch(run):
+    """Run one command, its output to ``log.txt`` beside its results; return (run, exit status, seconds)."""
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(run.out_dir / "log.txt", "w") as log:
+        status = subprocess.run(run.command, stdout=log, stderr=subprocess.STDOUT).returncode
+    return run, status, time.perf_counter() - start
+
+
+def run_sweep(runs, jobs=1, log=print):
+    """Run the unfinished ``runs``, ``jobs`` processes at a time; return how many failed."""
+    pending = [run for run in runs if not run.finished()]
+    log(f"{len(runs) - len(pending)} of {len(runs)} runs already finished; running {len(pending)}")
+    failed = 0
+    # Threads only wait on the child processes, which do the work.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_launch, run) for run in pending]
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            run, status, seconds = future.result()
+            outcome = "done" if status == 0 else f"FAILED (exit {status}), see {run.out_dir / 'log.txt'}"
+            log(f"[{done}/{len(pending)}] {run.name}: {outcome} ({seconds:.1f} s)")
+            failed += status != 0
+    return failed
+
+
+def main(arguments, parser):
+    """The ``neuralgrok sweep`` command; returns the exit status."""
+    if arguments.jobs < 1:
+        parser.error(f"--jobs={arguments.jobs} must be at least 1")
+    try:
+        runs = load_sweep(arguments.sweep_file)
+    except SweepError as error:
+        parser.error(str(error))  # exits with status 2
+    if arguments.dry_run:
+        for run in runs:
+            if not run.finished():
+                print(shlex.join(run.command))
+        return 0
+    return 1 if run_sweep(runs, arguments.jobs) else 0
