@@ -3,22 +3,33 @@
     neuralgrok --version
     neuralgrok demo --out runs/demo [--steps N] [--quiet]
     neuralgrok run --task a*b --p 97 --method grokfast-ema --steps 5000 --out runs/ab97
+    neuralgrok run --config configs/demo.toml --method neuralgrok --out runs/demo-ng
+    neuralgrok run --resume runs/ab97
     neuralgrok sweep configs/sweep-demo.toml [--jobs N] [--dry-run]     (see neuralgrok.sweep)
     neuralgrok compare runs/sweep-demo [runs/other ...] [--out DIR]      (see neuralgrok.compare)
 
 ``run`` has one flag per :class:`neuralgrok.train.TrainConfig` field, generated from the dataclass,
-so names, types and defaults are defined once. Bad arguments exit with status 2.
+so names, types and defaults are defined once. ``--config FILE.toml`` sets fields from a flat TOML
+file (``key = value`` per field, as a run's own ``config.toml``); flags given on the command line
+override it, the dataclass defaults fill in the rest. With ``--out``, a checkpoint is written every
+``--checkpoint-every`` steps; ``--resume DIR`` continues that run from its ``config.toml`` and
+``checkpoint.pt`` (from scratch if there is none yet) with the same metrics as an uninterrupted
+run, and says so and exits 0 for a finished run (``summary.json`` present). Bad arguments, and
+unknown or ill-typed keys in a config file, exit with status 2 before anything is written.
 """
 import argparse
 import dataclasses
+import json
 import sys
 import typing
+from pathlib import Path
 
 import torch
 
 from . import BUILD_INFO, __version__
 from .tasks import OPERATIONS
-from .train import METHODS, TrainConfig, summary_table, train
+from .files import read_toml
+from .train import METHODS, TrainConfig, resume, summary_table, train
 
 
 def version_text():
@@ -31,11 +42,14 @@ CHOICES = {"task": lambda: sorted(OPERATIONS), "method": lambda: sorted(METHODS)
 
 
 def add_config_arguments(parser, defaults=TrainConfig()):
-    """One ``--field-name`` flag per TrainConfig field, typed and defaulted from the dataclass."""
+    """One ``--field-name`` flag per TrainConfig field, typed from the dataclass. Flags not given
+    are absent from the parsed namespace (default SUPPRESS), so that only the flags a user passed
+    override a config file; the help shows the dataclass defaults."""
     for config_field in dataclasses.fields(TrainConfig):
         default = getattr(defaults, config_field.name)
-        options = {"dest": config_field.name, "default": default,
-                   "help": config_field.metadata.get("help", "") + " (default: %(default)s)"}
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        options = {"dest": config_field.name, "default": argparse.SUPPRESS,
+                   "help": config_field.metadata.get("help", "") + f" (default: {shown.replace('%', '%%')})"}
         if isinstance(default, bool):
             options["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
@@ -43,7 +57,6 @@ def add_config_arguments(parser, defaults=TrainConfig()):
             options.update(nargs="+" if variadic else len(default), type=type(default[0]),
                            metavar=config_field.name.upper() if variadic else
                            tuple(f"{config_field.name.upper()}{i + 1}" for i in range(len(default))))
-            options["help"] = config_field.metadata.get("help", "") + f" (default: {' '.join(map(str, default))})"
         else:
             options["type"] = type(default)
         if config_field.name in CHOICES:
@@ -51,12 +64,44 @@ def add_config_arguments(parser, defaults=TrainConfig()):
         parser.add_argument("--" + config_field.name.replace("_", "-"), **options)
 
 
+def given_config_flags(arguments):
+    """The TrainConfig fields set on the command line."""
+    return {f.name: getattr(arguments, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(arguments, f.name)}
+
+
+def config_file_values(path, parser):
+    """A TOML config file's fields, typed; unreadable files and bad keys exit with status 2."""
+    try:
+        return TrainConfig.typed_values(read_toml(path))
+    except (OSError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError
+        parser.error(f"--config {path}: {error}")
+
+
 def config_from_arguments(arguments, parser):
-    values = {f.name: getattr(arguments, f.name) for f in dataclasses.fields(TrainConfig)}
+    """The dataclass defaults, then ``--config``'s file, then the flags given."""
+    values = config_file_values(arguments.config, parser) if getattr(arguments, "config", None) else {}
+    values.update(given_config_flags(arguments))
     try:
         return TrainConfig(**values)
     except ValueError as error:
         parser.error(str(error))  # exits with status 2
+
+
+def resume_run(arguments, parser):
+    """``run --resume DIR``: finish the run in DIR, or say it is finished; returns its summary."""
+    run_dir = Path(arguments.resume)
+    extra = sorted(given_config_flags(arguments)) + [flag for flag in ("config", "out") if getattr(arguments, flag)]
+    if extra:
+        parser.error(f"--resume continues {run_dir} as its config.toml says; drop {extra}")
+    if not (run_dir / "config.toml").is_file():
+        parser.error(f"--resume {run_dir}: no config.toml there")
+    if (run_dir / "summary.json").is_file():
+        print(f"{run_dir} has finished (summary.json exists); nothing to resume")
+        return json.loads((run_dir / "summary.json").read_text())
+    try:
+        return resume(run_dir, progress=not arguments.quiet).summary
+    except ValueError as error:  # a config.toml edited by hand, or a checkpoint of another config
+        parser.error(str(error))
 
 
 def build_parser():
@@ -74,9 +119,13 @@ def build_parser():
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     run = commands.add_parser("run", help="one training run",
-                              description="Train one model; with --out write config.toml, metrics.csv "
-                                          "and summary.json there.")
+                              description="Train one model; with --out write config.toml, checkpoint.pt, "
+                                          "metrics.csv and summary.json there.")
     run.add_argument("--out", default=None, help="output directory (default: write nothing)")
+    run.add_argument("--config", default=None, metavar="FILE.toml",
+                     help="read the config fields from this TOML file; flags given override it")
+    run.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the run in DIR (written with --out) from its last checkpoint")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_arguments(run)
 
@@ -114,9 +163,12 @@ def main(argv=None):
         print(f"plots and runs written under {arguments.out}")
         return 0
     if arguments.command == "run":
-        config = config_from_arguments(arguments, arguments.command_parser)
-        result = train(config, out_dir=arguments.out, progress=not arguments.quiet)
-        print(summary_table([result.summary]), end="")
+        if arguments.resume:
+            summary = resume_run(arguments, arguments.command_parser)
+        else:
+            config = config_from_arguments(arguments, arguments.command_parser)
+            summary = train(config, out_dir=arguments.out, progress=not arguments.quiet).summary
+        print(summary_table([summary]), end="")
         return 0
     if arguments.command == "sweep":
         from . import sweep  # it imports this module

@@ -50,6 +50,14 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
+def remove_temporaries(directory):
+    """Delete the temporary files a killed :func:`atomic_write` left in ``directory`` (SIGKILL
+    cannot be caught, so its cleanup never ran); only safe while nothing else writes there."""
+    for temporary in Path(directory).glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
 def atomic_write_text(path, text):
     with atomic_write(path) as f:
         f.write(text)

@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import io
 import json
+import inspect
 import math
 import random
 import time
@@ -26,9 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .files import atomic_write_text, read_toml, to_toml
 from .amplifier import NeuralAmplifier
-from .files import atomic_write
+from .files import atomic_write, atomic_write_text, read_toml, remove_temporaries, to_toml
 from .grokfast import Grokfast
 from .metrics import age
 from .optimizer import META_MODES, NeuralGrok
@@ -37,6 +37,7 @@ from .tasks import modular_task, task_problems
 
 METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                   "grad_age", "weight_norm", "wall_time_s")
+CHECKPOINT = "checkpoint.pt"
 TEST_ACCURACY_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 MEMORISATION_ACCURACY = 0.99
 
@@ -82,6 +83,8 @@ class TrainConfig:
     amplifier_path: str = option("", "neuralgrok: use this frozen amplifier.pt (transfer) instead of training one")
     # -- bookkeeping --------------------------------------------------------------------------
     eval_every: int = option(10, "steps between logged evaluations")
+    checkpoint_every: int = option(500, "steps between checkpoint.pt (and metrics.csv) writes in the run "
+                                        "directory, for --resume; 0 = none")
     threads: int = option(0, "torch CPU threads; 0 = torch's default")
     device: str = option("cpu", "torch device")
 
@@ -95,7 +98,7 @@ class TrainConfig:
         for name in ("width", "depth", "heads", "eval_every", "ma_window", "meta_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("steps", "batch_size", "warmup_steps", "threads"):
+        for name in ("steps", "batch_size", "warmup_steps", "threads", "checkpoint_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must not be negative")
         if self.width % max(self.heads, 1):
@@ -122,16 +125,49 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values):
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    def typed_values(cls, values):
+        """``values`` (a TOML file's, say) checked against the fields' types: an int where a float
+        is due becomes a float, a list a tuple. Raises ValueError naming every unknown or
+        ill-typed key, with the valid keys or the expected type."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        problems, typed = [], {}
+        unknown = sorted(set(values) - set(defaults))
         if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**values)
+            problems.append(f"unknown keys {unknown}; valid keys are {sorted(defaults)}")
+        for name in sorted(set(values) & set(defaults)):
+            try:
+                typed[name] = _as_type_of(values[name], defaults[name])
+            except TypeError:
+                problems.append(f"{name} = {values[name]!r} is not {_type_name(defaults[name])}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+        return typed
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**cls.typed_values(values))
 
     @classmethod
     def from_toml(cls, path):
         """Read a ``config.toml`` written by :func:`train` (or by hand)."""
         return cls.from_dict(read_toml(path))
+
+
+def _as_type_of(value, default):
+    """``value`` as the type of ``default``; TypeError where it does not fit (bools are not ints)."""
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        return tuple(_as_type_of(v, default[0]) for v in value)
+    if isinstance(default, float) and type(value) is int:
+        return float(value)
+    if type(value) is type(default):
+        return value
+    raise TypeError(value)
+
+
+def _type_name(default):
+    if isinstance(default, tuple):
+        return f"a list of {type(default[0]).__name__}"
+    return {bool: "a bool", int: "an int", float: "a number", str: "a string"}[type(default)]
 
 
 def _build_grokfast(mode):
@@ -191,19 +227,44 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def training_batches(inputs, labels, batch_size, seed):
+class TrainingBatches:
     """Endless (inputs, labels) batches: the whole set each time for batch_size 0 (or at least its
-    size), otherwise reshuffled epochs drawn from a generator of their own."""
-    n = len(labels)
-    if batch_size == 0 or batch_size >= n:
-        while True:
-            yield inputs, labels
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(n, generator=generator).to(inputs.device)
-        for start in range(0, n, batch_size):
-            chosen = order[start:start + batch_size]
-            yield inputs[chosen], labels[chosen]
+    size), otherwise reshuffled epochs drawn from a generator of their own.
+
+    ``state_dict()`` holds the generator as it was before the current epoch's shuffle and the
+    position in that epoch, so a loaded copy redraws the same order and goes on where this is.
+    """
+
+    def __init__(self, inputs, labels, batch_size, seed):
+        self.inputs, self.labels, self.batch_size = inputs, labels, batch_size
+        self.whole = batch_size == 0 or batch_size >= len(labels)
+        self.generator = torch.Generator().manual_seed(seed)
+        self._start_epoch()
+
+    def _start_epoch(self):
+        self.epoch_generator_state = self.generator.get_state()
+        self.order = None if self.whole else torch.randperm(len(self.labels), generator=self.generator)
+        self.position = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.whole:
+            return self.inputs, self.labels
+        if self.position >= len(self.labels):
+            self._start_epoch()
+        chosen = self.order[self.position:self.position + self.batch_size].to(self.inputs.device)
+        self.position += self.batch_size
+        return self.inputs[chosen], self.labels[chosen]
+
+    def state_dict(self):
+        return {"generator": self.epoch_generator_state, "position": self.position}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+        self._start_epoch()
+        self.position = state["position"]
 
 
 def weight_norm(model):
@@ -244,19 +305,22 @@ def read_metrics(path):
                 for row in csv.DictReader(f)]
 
 
-def train(config, out_dir=None, progress=True):
+def train(config, out_dir=None, progress=True, resume=False):
     """Train one model as ``config`` says; log every ``eval_every`` steps and at the end.
 
     Each logged row describes the weights after ``step`` updates: train/test loss and accuracy
     (whole splits), the AGE of the raw (untransformed) gradient of the training batch there,
     the weight norm and the wall time so far. With ``out_dir``, ``config.toml`` is written first,
-    ``metrics.csv`` and ``summary.json`` at the end, each atomically.
+    ``checkpoint.pt`` and ``metrics.csv`` every ``checkpoint_every`` steps, ``metrics.csv`` and
+    ``summary.json`` at the end, each atomically. With ``resume``, training continues from
+    ``out_dir``'s checkpoint (if it has one), with the same metrics as an uninterrupted run.
     """
     if out_dir is not None:
         out_dir = Path(out_dir)
+        remove_temporaries(out_dir)  # left by a killed run; this run is the directory's only writer
         atomic_write_text(out_dir / "config.toml", to_toml(config.to_dict()))
     with cpu_threads(config.threads):
-        model, optimizer, history, wall_time_s = _optimise(config, progress)
+        model, optimizer, history, wall_time_s = _optimise(config, progress, out_dir, resume)
     summary = summarize(config, history, wall_time_s)
     if out_dir is not None:
         atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))
@@ -265,6 +329,51 @@ def train(config, out_dir=None, progress=True):
             with atomic_write(out_dir / "amplifier.pt", "wb") as f:
                 torch.save(optimizer.amplifier.state_dict(), f)
     return RunResult(config, history, summary, model, optimizer, out_dir)
+
+
+def resume(out_dir, progress=True):
+    """Continue the run in ``out_dir`` as its ``config.toml`` says (see :func:`train`)."""
+    return train(TrainConfig.from_toml(Path(out_dir) / "config.toml"), out_dir, progress, resume=True)
+
+
+def rng_states():
+    """The global Python, NumPy and torch RNG states."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_states(states):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def save_checkpoint(path, config, step, parts, history, wall_time_s):
+    """Write everything :func:`load_checkpoint` needs to go on at ``step``; ``parts`` maps names
+    to objects with ``state_dict()`` (model, optimizer, scheduler, batches)."""
+    state = {name: part.state_dict() for name, part in parts.items()}
+    state.update(config=config.to_dict(), step=step, history=history, rng=rng_states(), wall_time_s=wall_time_s)
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path, config, parts):
+    """Load a :func:`save_checkpoint` file into ``parts`` and the global RNGs; return
+    ``(step, history, wall_time_s)``."""
+    state = _torch_load_trusted(path)
+    if TrainConfig.from_dict(state["config"]) != config:
+        raise ValueError(f"{path} was written by a run with another config than config.toml's")
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    set_rng_states(state["rng"])
+    return state["step"], state["history"], state["wall_time_s"]
+
+
+def _torch_load_trusted(path):
+    # A run's own checkpoint (RNG states, Python values): a full unpickle, where a torch that
+    # defaults to weights_only=True (2.6+) needs saying so; 1.13's weights-only loader cannot read floats.
+    if "weights_only" in inspect.signature(torch.load).parameters:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu")
 
 
 @contextlib.contextmanager
@@ -285,7 +394,7 @@ def split_outer(inputs, labels, n_outer):
     return (inputs[n_outer:], labels[n_outer:]), (inputs[:n_outer], labels[:n_outer])
 
 
-def _optimise(config, progress):
+def _optimise(config, progress, out_dir=None, resume=False):
     """The training loop; returns ``(model, optimizer, history, wall time in seconds)``."""
     seed_everything(config.seed)
     device = torch.device(config.device)
@@ -304,16 +413,20 @@ def _optimise(config, progress):
     optimizer = METHODS[config.method](base_optimizer, model, config, outer)
     warmup = torch.optim.lr_scheduler.LambdaLR(
         base_optimizer, lambda done: min((done + 1) / config.warmup_steps, 1.0) if config.warmup_steps else 1.0)
-    batches = training_batches(train_inputs, train_labels, config.batch_size, config.seed)
+    batches = TrainingBatches(train_inputs, train_labels, config.batch_size, config.seed)
 
-    history = []
-    start = time.perf_counter()
-    bar = tqdm(total=config.steps, disable=not progress, desc=config.method, dynamic_ncols=True)
+    parts = {"model": model, "optimizer": optimizer, "warmup": warmup, "batches": batches}
+    checkpoint = out_dir / CHECKPOINT if out_dir is not None and config.checkpoint_every else None
+    first_step, history, wall_time_s = 0, [], 0.0
+    if resume and checkpoint is not None and checkpoint.exists():
+        first_step, history, wall_time_s = load_checkpoint(checkpoint, config, parts)
+    start = time.perf_counter() - wall_time_s  # wall time counts the interrupted part too
+    bar = tqdm(total=config.steps, initial=first_step, disable=not progress, desc=config.method, dynamic_ncols=True)
     try:
         # Iteration `step` logs the weights after `step` updates (the AGE of the raw gradient
         # there is taken in the closure's first call, before any method transforms it); the
         # last iteration only measures, so the final weights get a logged row too.
-        for step in range(config.steps + 1):
+        for step in range(first_step, config.steps + 1):
             inputs, labels = next(batches)
             log_now = step % config.eval_every == 0 or step == config.steps
             grad_age = []
@@ -343,6 +456,10 @@ def _optimise(config, progress):
                                 "wall_time_s": time.perf_counter() - start})
                 bar.set_postfix(train_acc=f"{train_accuracy:.3f}", test_acc=f"{test_accuracy:.3f}",
                                 train_loss=f"{train_loss:.2e}", test_loss=f"{test_loss:.2e}", refresh=False)
+            done = step + 1  # updates made so far
+            if checkpoint is not None and done % config.checkpoint_every == 0 and done < config.steps:
+                save_checkpoint(checkpoint, config, done, parts, history, time.perf_counter() - start)
+                atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))  # to watch long runs
     finally:
         bar.close()
     return model, optimizer, history, time.perf_counter() - start

@@ -10,7 +10,7 @@ from neuralgrok import NeuralGrok
 from neuralgrok.files import atomic_write, atomic_write_text, read_toml, to_toml
 from neuralgrok.grokfast import Grokfast
 from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, split_outer, summarize,
-                              summary_table, train, training_batches)
+                              summary_table, train, TrainingBatches)
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)
@@ -63,11 +63,11 @@ def test_same_seed_same_run_different_seed_different_run():
 
 def test_minibatches_cover_every_example_once_per_epoch():
     inputs, labels = torch.arange(10).unsqueeze(1), torch.arange(10)
-    batches = training_batches(inputs, labels, batch_size=4, seed=0)
+    batches = TrainingBatches(inputs, labels, batch_size=4, seed=0)
     epoch = [next(batches) for _ in range(3)]
     assert [len(b[1]) for b in epoch] == [4, 4, 2]
     assert sorted(torch.cat([b[1] for b in epoch]).tolist()) == list(range(10))
-    full = training_batches(inputs, labels, batch_size=0, seed=0)
+    full = TrainingBatches(inputs, labels, batch_size=0, seed=0)
     assert next(full)[1] is labels
 
 
