@@ -97,7 +97,7 @@ def test_sweep_runs_in_parallel_then_skips_finished_runs(tmp_path):
     (TINY.replace('out = "{out}"', ""), "needs out ="),
     (TINY.replace("seed = [0, 1]", "seed = 0"), "grid.seed must be a non-empty list"),
     (TINY.replace("seed = [0, 1]", "seed = [0, 1]\nheads = [4, 5]"), "run task=a+b,seed=0,heads=5: invalid"),
-    (TINY.replace("p = 11", "p = 11.0"), "argument --p: invalid int value: '11.0'"),
+    (TINY.replace("p = 11", "p = 11.0"), "p = 11.0 is not an int"),
     (TINY.replace("seed = [0, 1]", "seed = [0, 0]"), "repeats a value"),
     (TINY.replace("[grid]", "[grid]\nsteps = [5]"), "in both [base] and [grid]"),
     ("out = [", "cannot read"),
