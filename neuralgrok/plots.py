@@ -37,6 +37,11 @@ def _plot(histories, path, title, ylabel, series, log_y=False):
         for column, suffix, style in series:
             steps, values = _steps_and(history, column)
             axes.plot(steps, values, style, color=color, label=f"{method}{suffix}", linewidth=1.5)
+    return _finish(figure, axes, path, title, ylabel, log_y)
+
+
+def _finish(figure, axes, path, title, ylabel, log_y=False):
+    """The style every plot shares (log-x steps, grid, legend), then save to ``path``."""
     axes.set_xscale("log")
     if log_y:
         axes.set_yscale("log")
@@ -62,14 +67,7 @@ def plot_groups(groups, path, title="test accuracy"):
             # One legend entry per group, not per run.
             axes.plot(steps, values, color=f"C{index % 10}", linewidth=0.8, alpha=0.8,
                       label=label if run == 0 else None)
-    axes.set_xscale("log")
-    axes.set_xlabel("optimisation step")
-    axes.set_ylabel("test accuracy")
-    axes.set_title(title)
-    axes.grid(True, which="major", alpha=0.3)
-    axes.legend(fontsize="small")
-    _save(figure, path)
-    return path
+    return _finish(figure, axes, path, title, "test accuracy")
 
 
 def plot_runs(histories, out_dir, title=""):
