@@ -7,6 +7,7 @@
     neuralgrok run --resume runs/ab97
     neuralgrok sweep configs/sweep-demo.toml [--jobs N] [--dry-run]     (see neuralgrok.sweep)
     neuralgrok compare runs/sweep-demo [runs/other ...] [--out DIR]      (see neuralgrok.compare)
+    neuralgrok analyze runs/ab97 [--grok-accuracy 0.95] [--smooth 1]    (see neuralgrok.measures.analyze)
 
 ``run`` has one flag per :class:`neuralgrok.train.TrainConfig` field, generated from the dataclass,
 so names, types and defaults are defined once. ``--config FILE.toml`` sets fields from a flat TOML
@@ -104,6 +105,21 @@ def resume_run(arguments, parser):
         parser.error(str(error))
 
 
+def analyze_run(arguments, parser):
+    """``neuralgrok analyze RUN``: :func:`neuralgrok.measures.analyze` of ``RUN/metrics.csv``."""
+    from . import measures  # imports pandas
+
+    metrics = Path(arguments.run) / "metrics.csv"
+    if not metrics.is_file():
+        parser.error(f"{metrics} does not exist; analyze takes a directory written by 'neuralgrok run --out'")
+    if arguments.smooth < 1:
+        parser.error(f"--smooth={arguments.smooth} must be at least 1")
+    table = measures.analyze(metrics, grok_accuracy=arguments.grok_accuracy, smooth=arguments.smooth)
+    print(table.to_string(index=False))
+    print(f"written to {measures.write_analysis(table, Path(arguments.run) / 'analysis.csv')}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="neuralgrok", description="Study and accelerate grokking.")
     # Not argparse's "version" action: it re-wraps the text to the terminal width.
@@ -142,6 +158,16 @@ def build_parser():
     compare.add_argument("runs", nargs="+", help="run directories, or sweep directories holding them")
     compare.add_argument("--out", default=None, help="output directory (default: the sweep directory, "
                                                      "when a single one is given)")
+
+    analyze = commands.add_parser("analyze", help="correlate a run's logged measures with its test loss",
+                                  description="Pearson/Spearman correlation of each measure in RUN/metrics.csv "
+                                              "with the test loss (raw and log), and the lag from the measure's "
+                                              "largest drop to grokking; printed and written to RUN/analysis.csv.")
+    analyze.add_argument("run", help="a run directory (written by 'neuralgrok run --out')")
+    analyze.add_argument("--grok-accuracy", type=float, default=0.95,
+                         help="grokking = first logged step with this test accuracy (default: %(default)s)")
+    analyze.add_argument("--smooth", type=int, default=1,
+                         help="running-median window applied before looking for the largest drop (default: %(default)s)")
     for command, command_parser in commands.choices.items():
         command_parser.set_defaults(command_parser=command_parser)
     return parser
@@ -178,5 +204,7 @@ def main(argv=None):
         from . import compare  # imports matplotlib
 
         return compare.main(arguments, arguments.command_parser)
+    if arguments.command == "analyze":
+        return analyze_run(arguments, arguments.command_parser)
     parser.print_help(sys.stderr)
     return 2

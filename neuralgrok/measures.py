@@ -541,16 +541,21 @@ def _largest_drop(steps: np.ndarray, values: np.ndarray, smooth: int) -> Tuple[f
     return float(steps[i + 1]), float(decreases[i])
 
 
+# Columns of a run's metrics.csv (neuralgrok.train.METRIC_COLUMNS) that are not progress measures.
+NOT_MEASURES = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_time_s")
+
+
 def analyze(metrics, *, measures: Optional[Sequence[str]] = None, grok_accuracy: float = 0.95,
             smooth: int = 1):
     """How each logged measure relates to the test loss and to the grokking step.
 
     Args:
         metrics: a pandas DataFrame or a CSV path with columns ``step``, ``test_loss``,
-            ``test_acc`` and one column per measure.
-        measures: the measure columns; default every numeric column but those three.
+            ``test_accuracy`` and one column per measure (a run's ``metrics.csv``).
+        measures: the measure columns; default every numeric column but the runner's
+            bookkeeping ones (:data:`NOT_MEASURES`).
         grok_accuracy: the grokking step is the first logged step with
-            ``test_acc >= grok_accuracy``.
+            ``test_accuracy >= grok_accuracy``.
         smooth: window of a centred running median applied to each measure before looking
             for its largest drop (1 = raw values); it ignores isolated outliers shorter than
             half the window.
@@ -571,16 +576,16 @@ def analyze(metrics, *, measures: Optional[Sequence[str]] = None, grok_accuracy:
     import pandas as pd
 
     table = pd.read_csv(metrics) if isinstance(metrics, (str, Path)) else metrics
-    missing = {"step", "test_loss", "test_acc"} - set(table.columns)
+    missing = {"step", "test_loss", "test_accuracy"} - set(table.columns)
     if missing:
         raise ValueError(f"analyze(): the metrics table lacks the columns {sorted(missing)}")
     table = table.sort_values("step").reset_index(drop=True)
     if measures is None:
         numeric = table.select_dtypes("number").columns
-        measures = [c for c in numeric if c not in ("step", "test_loss", "test_acc")]
+        measures = [c for c in numeric if c not in NOT_MEASURES]
     steps = table["step"].to_numpy(dtype=float)
     test_loss = table["test_loss"].to_numpy(dtype=float)
-    grokked = np.flatnonzero(table["test_acc"].to_numpy(dtype=float) >= grok_accuracy)
+    grokked = np.flatnonzero(table["test_accuracy"].to_numpy(dtype=float) >= grok_accuracy)
     grok_step = float(steps[grokked[0]]) if len(grokked) else float("nan")
 
     rows = []

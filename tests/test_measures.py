@@ -1,5 +1,6 @@
 """neuralgrok.measures against closed forms, hand computations and synthetic runs."""
 import math
+import subprocess
 import sys
 
 import numpy as np
@@ -286,7 +287,7 @@ def synthetic_run():
     return pd.DataFrame({
         "step": steps,
         "test_loss": test_loss,
-        "test_acc": np.where(steps >= 600, 0.99, 0.02),  # grokking step 600
+        "test_accuracy": np.where(steps >= 600, 0.99, 0.02),  # grokking step 600
         "monotone": 3.0 * np.exp(test_loss),  # increasing in test loss: Spearman 1
         "drops_at_300": np.where(steps < 300, 5.0, 1.0) - 1e-4 * steps,
         "constant": np.ones(len(steps)),
@@ -317,7 +318,7 @@ def test_analyze_correlations_and_drop_lag(tmp_path):
 
 def test_analyze_smoothing_ignores_a_one_sample_dip_and_no_grokking_gives_nan():
     table = synthetic_run()
-    table["test_acc"] = 0.0
+    table["test_accuracy"] = 0.0
     steps = table["step"].to_numpy()
     dip = np.where(steps < 300, 5.0, 2.0)  # the real drop, 3
     dip[steps == 700] = -10.0  # one bad sample: a raw drop of 12
@@ -330,7 +331,7 @@ def test_analyze_smoothing_ignores_a_one_sample_dip_and_no_grokking_gives_nan():
 
 
 def test_analyze_needs_the_standard_columns():
-    with pytest.raises(ValueError, match="test_acc"):
+    with pytest.raises(ValueError, match="test_accuracy"):
         measures.analyze(pd.DataFrame({"step": [0], "test_loss": [1.0]}))
 
 
@@ -343,3 +344,26 @@ def test_spearman_without_scipy_matches_scipy(monkeypatch):
     without_scipy = measures._spearman(x, y)
     assert without_scipy == pytest.approx(with_scipy, rel=1e-12)
     assert measures._average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_runner_columns_that_are_not_measures_exist_in_metrics_csv():
+    from neuralgrok.train import METRIC_COLUMNS
+
+    assert set(measures.NOT_MEASURES) <= set(METRIC_COLUMNS)
+    assert set(METRIC_COLUMNS) - set(measures.NOT_MEASURES) == {"grad_age", "weight_norm"}
+
+
+def test_analyze_command_on_a_real_run(tmp_path):
+    run = tmp_path / "run"
+    common = ["--task", "a+b", "--p", "11", "--width", "32", "--depth", "1", "--steps", "300", "--lr", "3e-3",
+              "--eval-every", "20", "--threads", "1", "--quiet", "--out", str(run)]
+    subprocess.run([sys.executable, "-m", "neuralgrok", "run", *common], check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "neuralgrok", "analyze", str(run)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(run / "analysis.csv")
+    assert list(table["measure"]) == ["grad_age", "weight_norm"]
+    assert table["n"].min() == 16  # steps 0, 20, ..., 300
+    assert table[["pearson", "spearman"]].abs().max().max() <= 1.0
+    missing = subprocess.run([sys.executable, "-m", "neuralgrok", "analyze", str(tmp_path / "nothing")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
