@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .amplifier import NeuralAmplifier
 from .files import atomic_write, atomic_write_text, read_toml, remove_temporaries, to_toml
+from . import measures as progress_measures
 from .grokfast import Grokfast
 from .metrics import age
 from .optimizer import META_MODES, NeuralGrok
@@ -83,6 +84,8 @@ class TrainConfig:
     amplifier_path: str = option("", "neuralgrok: use this frozen amplifier.pt (transfer) instead of training one")
     # -- bookkeeping --------------------------------------------------------------------------
     eval_every: int = option(10, "steps between logged evaluations")
+    measures: str = option("", "progress measures logged at each evaluation, comma-separated: "
+                                "med, med_cv, fourier_gini (of the number tokens' embedding rows)")
     checkpoint_every: int = option(500, "steps between checkpoint.pt (and metrics.csv) writes in the run "
                                         "directory, for --resume; 0 = none")
     threads: int = option(0, "torch CPU threads; 0 = torch's default")
@@ -107,6 +110,9 @@ class TrainConfig:
             problems.append(f"betas={self.betas} must be two numbers in [0, 1)")
         if not self.lr > 0:
             problems.append(f"lr={self.lr} must be positive")
+        unknown_measures = [name for name in self.measure_names() if name not in LOGGED_MEASURES]
+        if unknown_measures:
+            problems.append(f"measures {unknown_measures} unknown; choose from {sorted(LOGGED_MEASURES)}")
         self.amplifier_hidden = tuple(int(h) for h in self.amplifier_hidden)
         if not self.amplifier_hidden or min(self.amplifier_hidden) < 1:
             problems.append(f"amplifier_hidden={self.amplifier_hidden} must be one or more positive widths")
@@ -120,6 +126,9 @@ class TrainConfig:
             problems.append(f"amplifier_path={self.amplifier_path!r} is not a file")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    def measure_names(self):
+        return [name.strip() for name in self.measures.split(",") if name.strip()]
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -178,6 +187,15 @@ def _build_grokfast(mode):
         return Grokfast(base_optimizer, mode="ma", window=config.ma_window, lamb=config.ma_lamb, param_names=names)
 
     return build
+
+
+# What ``--measures`` can log, each a function of (model, config) evaluated at the logged weights.
+# The runner's tokens 0..p-1 are the numbers, shared by both operands (see neuralgrok.tasks).
+LOGGED_MEASURES = {
+    "med": lambda model, config: progress_measures.med(model.token_embedding.weight, config.p).value,
+    "med_cv": lambda model, config: progress_measures.med(model.token_embedding.weight, config.p).cv[0],
+    "fourier_gini": lambda model, config: progress_measures.fourier_gini(model.token_embedding.weight, config.p),
+}
 
 
 def uses_outer_split(config):
@@ -292,7 +310,8 @@ def summarize(config, history, wall_time_s):
 
 def metrics_csv(history):
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    # METRIC_COLUMNS, then the run's --measures columns, as in its rows.
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]) if history else METRIC_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()
@@ -443,6 +462,8 @@ def _optimise(config, progress, out_dir=None, resume=False):
                 train_loss, train_accuracy = evaluate(model, train_inputs, train_labels)
                 test_loss, test_accuracy = evaluate(model, test_inputs, test_labels)
                 norm = weight_norm(model)
+                logged_measures = {name: float(LOGGED_MEASURES[name](model, config))
+                                   for name in config.measure_names()}
             if step == config.steps:
                 closure()
             else:
@@ -453,7 +474,7 @@ def _optimise(config, progress, out_dir=None, resume=False):
                 history.append({"step": step, "train_loss": train_loss, "train_accuracy": train_accuracy,
                                 "test_loss": test_loss, "test_accuracy": test_accuracy,
                                 "grad_age": grad_age[0], "weight_norm": norm,
-                                "wall_time_s": time.perf_counter() - start})
+                                "wall_time_s": time.perf_counter() - start, **logged_measures})
                 bar.set_postfix(train_acc=f"{train_accuracy:.3f}", test_acc=f"{test_accuracy:.3f}",
                                 train_loss=f"{train_loss:.2e}", test_loss=f"{test_loss:.2e}", refresh=False)
             done = step + 1  # updates made so far

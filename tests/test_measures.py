@@ -356,14 +356,31 @@ def test_runner_columns_that_are_not_measures_exist_in_metrics_csv():
 def test_analyze_command_on_a_real_run(tmp_path):
     run = tmp_path / "run"
     common = ["--task", "a+b", "--p", "11", "--width", "32", "--depth", "1", "--steps", "300", "--lr", "3e-3",
-              "--eval-every", "20", "--threads", "1", "--quiet", "--out", str(run)]
+              "--eval-every", "20", "--threads", "1", "--quiet", "--measures", "med,med_cv,fourier_gini",
+              "--out", str(run)]
     subprocess.run([sys.executable, "-m", "neuralgrok", "run", *common], check=True, capture_output=True)
     result = subprocess.run([sys.executable, "-m", "neuralgrok", "analyze", str(run)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(run / "analysis.csv")
-    assert list(table["measure"]) == ["grad_age", "weight_norm"]
+    assert list(table["measure"]) == ["grad_age", "weight_norm", "med", "med_cv", "fourier_gini"]
+
     assert table["n"].min() == 16  # steps 0, 20, ..., 300
     assert table[["pearson", "spearman"]].abs().max().max() <= 1.0
     missing = subprocess.run([sys.executable, "-m", "neuralgrok", "analyze", str(tmp_path / "nothing")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_runner_logs_the_requested_measures_of_the_logged_weights():
+    from neuralgrok.train import TrainConfig, train
+
+    config = TrainConfig(task="a+b", p=11, width=32, depth=1, steps=30, eval_every=10, threads=1,
+                         measures="med, fourier_gini")
+    result = train(config, progress=False)
+    last = result.history[-1]  # the final weights, which result.model holds
+    embedding = result.model.token_embedding.weight
+    assert last["med"] == pytest.approx(measures.med(embedding, 11).value, rel=1e-12)
+    assert last["fourier_gini"] == pytest.approx(measures.fourier_gini(embedding, 11), rel=1e-12)
+    assert result.history[0]["med"] != last["med"]
+    with pytest.raises(ValueError, match="choose from"):
+        TrainConfig(measures="med,fourier")
