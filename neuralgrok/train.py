@@ -285,12 +285,6 @@ class TrainingBatches:
         self.position = state["position"]
 
 
-def weight_norm(model):
-    """L2 norm of all parameters together."""
-    with torch.no_grad():
-        return math.sqrt(sum(float(p.pow(2).sum()) for p in model.parameters()))
-
-
 def first_step(history, column, threshold):
     return next((row["step"] for row in history if row[column] >= threshold), None)
 
@@ -461,7 +455,7 @@ def _optimise(config, progress, out_dir=None, resume=False):
             if log_now:
                 train_loss, train_accuracy = evaluate(model, train_inputs, train_labels)
                 test_loss, test_accuracy = evaluate(model, test_inputs, test_labels)
-                norm = weight_norm(model)
+                norm = math.sqrt(progress_measures.weight_norm(model))  # the L2 norm, not its square
                 logged_measures = {name: float(LOGGED_MEASURES[name](model, config))
                                    for name in config.measure_names()}
             if step == config.steps:
