@@ -8,7 +8,7 @@ STAMP := $(VENV)/.neuralgrok-installed
 DEB_PACKAGES := g++ cmake ninja-build python3-dev python3-venv python3-pip pybind11-dev \
 	python3-torch libtorch-dev libopenblas0-pthread python3-numpy python3-tqdm python3-matplotlib \
 	python3-pandas python3-pytest python3-hypothesis python3-nbclient python3-nbconvert \
-	python3-ipykernel python3-torchvision
+	python3-ipykernel python3-torchvision python3-pil
 BUILD_INPUTS := CMakeLists.txt setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.h')
 
 .PHONY: deps install test demo bench clean
@@ -47,6 +47,7 @@ bench: install
 	$(PY) bench/bench_amplifier.py
 	$(PY) bench/bench_neuralgrok.py
 	$(PY) bench/bench_measures.py
+	$(PY) bench/bench_polygons.py
 
 clean:
 	rm -rf build $(VENV) neuralgrok/_C*.so neuralgrok/_build_info.json
