@@ -50,7 +50,8 @@ def threshold_rows(history):
 
 def downsample(history, max_rows=DEFAULT_MAX_ROWS):
     """At most ``max_rows`` of ``history``'s rows, in order: the first and the last, every threshold
-    crossing (:func:`threshold_rows`) and, filling the rest, the rows nearest to log-spaced steps."""
+    crossing (:func:`threshold_rows`) and, filling the rest, the rows nearest to log-spaced steps
+    (as many of those as fit: several targets near the start share a row)."""
     if not isinstance(max_rows, int) or isinstance(max_rows, bool):
         raise TypeError(f"max_rows must be an int, got {type(max_rows).__name__}")
     if max_rows < len(TEST_ACCURACY_THRESHOLDS) + 3:  # room for the first, last and crossing rows
@@ -60,13 +61,23 @@ def downsample(history, max_rows=DEFAULT_MAX_ROWS):
     required = {0, len(history) - 1} | threshold_rows(history)
     steps = np.array([row["step"] for row in history], dtype=float)
     positive = np.flatnonzero(steps > 0)  # step 0 has no place on a log axis; it is kept as the first row
-    chosen = set(required)
-    if len(positive):
-        log_steps = np.log(steps[positive])
-        targets = np.linspace(log_steps[0], log_steps[-1], max_rows - len(required))
-        nearest = np.abs(log_steps[None, :] - targets[:, None]).argmin(axis=1)
-        chosen |= {int(positive[i]) for i in nearest}
+    chosen, low, high = required, 1, len(positive)
+    while low <= high:  # the most log-spaced targets whose rows still fit
+        count = (low + high) // 2
+        rows = required | {int(positive[i]) for i in _nearest(np.log(steps[positive]), count)}
+        if len(rows) <= max_rows:
+            chosen, low = rows, count + 1
+        else:
+            high = count - 1
     return [history[index] for index in sorted(chosen)]
+
+
+def _nearest(sorted_values, count):
+    """Indices of the entries of ``sorted_values`` nearest to ``count`` evenly spaced points over their range."""
+    targets = np.linspace(sorted_values[0], sorted_values[-1], count)
+    above = np.clip(np.searchsorted(sorted_values, targets), 1, len(sorted_values) - 1)
+    below = above - 1
+    return np.where(targets - sorted_values[below] <= sorted_values[above] - targets, below, above)
 
 
 def export_run(run_dir, dest_dir, max_rows=DEFAULT_MAX_ROWS):

@@ -36,7 +36,7 @@ def write_run(directory, config, history):
 def test_downsample_keeps_ends_threshold_crossings_and_is_log_spaced():
     history = grokking_history()
     kept = results.downsample(history, max_rows=50)
-    assert len(kept) <= 50
+    assert 45 <= len(kept) <= 50  # the budget is used, not wasted on rows picked twice
     assert kept[0] is history[0] and kept[-1] is history[-1]
     steps = [row["step"] for row in kept]
     assert steps == sorted(set(steps))
