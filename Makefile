@@ -11,7 +11,7 @@ DEB_PACKAGES := g++ cmake ninja-build python3-dev python3-venv python3-pip pybin
 	python3-ipykernel python3-torchvision python3-pil
 BUILD_INPUTS := CMakeLists.txt setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.h')
 
-.PHONY: deps install test demo bench clean
+.PHONY: deps install test demo bench notebooks strip-notebooks clean
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -48,6 +48,14 @@ bench: install
 	$(PY) bench/bench_neuralgrok.py
 	$(PY) bench/bench_measures.py
 	$(PY) bench/bench_polygons.py
+
+# Every notebook headless, reading the committed results/ (NEURALGROK_QUICK=1 make notebooks: tiny live runs,
+# as the test suite does); the executed copies, with figures, go to runs/notebooks/.
+notebooks: install
+	$(PY) notebooks/nbtool.py run notebooks/*.ipynb --out runs/notebooks $(if $(filter 1,$(NEURALGROK_QUICK)),--quick)
+
+strip-notebooks: install
+	$(PY) notebooks/nbtool.py strip notebooks/*.ipynb
 
 clean:
 	rm -rf build $(VENV) neuralgrok/_C*.so neuralgrok/_build_info.json

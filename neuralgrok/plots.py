@@ -22,10 +22,10 @@ def _save(figure, path):
         figure.savefig(f, format="png", dpi=120, bbox_inches="tight")
 
 
-def _steps_and(history, column):
+def _steps_and(history, column, x="step"):
     # Step 0 has no place on a log axis; every later row is kept.
     rows = [row for row in history if row["step"] > 0]
-    return [row["step"] for row in rows], [row[column] for row in rows]
+    return [row[x] for row in rows], [row[column] for row in rows]
 
 
 def _plot(histories, path, title, ylabel, series, log_y=False):
@@ -41,32 +41,45 @@ def _plot(histories, path, title, ylabel, series, log_y=False):
 
 
 def _finish(figure, axes, path, title, ylabel, log_y=False):
-    """The style every plot shares (log-x steps, grid, legend), then save to ``path``."""
-    axes.set_xscale("log")
-    if log_y:
-        axes.set_yscale("log")
-    axes.set_xlabel("optimisation step")
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(True, which="major", alpha=0.3)
-    axes.legend(fontsize="small")
+    """The shared style (:func:`style_axes`), then save to ``path``."""
+    style_axes(axes, title, ylabel, log_y)
     _save(figure, path)
     return path
 
 
-def plot_groups(groups, path, title="test accuracy"):
-    """Test accuracy of groups of runs on one log-x axis: one colour per group, a thin line per run.
+def style_axes(axes, title, ylabel, log_y=False, xlabel="optimisation step"):
+    """The style every plot shares: log-x (steps), grid, legend (also for a notebook's own axes)."""
+    axes.set_xscale("log")
+    if log_y:
+        axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(fontsize="small")
 
-    ``groups`` maps a label to a list of metric histories (one per seed).
+
+def draw_groups(axes, groups, column="test_accuracy", style="-", x="step"):
+    """Draw ``column`` of groups of runs against ``x`` (a metrics column, e.g. ``wall_time_s``) on
+    ``axes``: one colour per group, a thin line per run.
+
+    ``groups`` maps a label to a list of metric histories (one per seed); the label is shown
+    once in the legend. Returns ``axes``.
     """
-    figure = Figure(figsize=(7, 4.2))
-    axes = figure.add_subplot()
     for index, (label, histories) in enumerate(groups.items()):
         for run, history in enumerate(histories):
-            steps, values = _steps_and(history, "test_accuracy")
+            xs, values = _steps_and(history, column, x)
             # One legend entry per group, not per run.
-            axes.plot(steps, values, color=f"C{index % 10}", linewidth=0.8, alpha=0.8,
+            axes.plot(xs, values, style, color=f"C{index % 10}", linewidth=0.8, alpha=0.8,
                       label=label if run == 0 else None)
+    return axes
+
+
+def plot_groups(groups, path, title="test accuracy"):
+    """Test accuracy of groups of runs on one log-x axis (see :func:`draw_groups`), saved to ``path``."""
+    figure = Figure(figsize=(7, 4.2))
+    axes = figure.add_subplot()
+    draw_groups(axes, groups)
     return _finish(figure, axes, path, title, "test accuracy")
 
 

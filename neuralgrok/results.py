@@ -1,0 +1,215 @@
+"""Committed results: small copies of finished runs that notebooks and tables read.
+
+A run directory (``neuralgrok run --out`` or one run of a sweep) holds checkpoints and a
+``metrics.csv`` row every ``eval_every`` steps. Its copy under ``results/<experiment>/<run name>/``
+keeps ``config.toml`` and ``summary.json`` as they are and ``metrics.csv`` downsampled to at most
+``max_rows`` rows: log-spaced steps (grokking is plotted on a log-x axis), the first and last row,
+and the first row reaching each test-accuracy threshold and the memorisation accuracy, so the steps
+and seconds to each threshold read from the copy are those of the full run. Nothing else is copied.
+
+Commands::
+
+    neuralgrok sweep configs/sweep-demo.toml                                      # the runs
+    python -m neuralgrok.results export runs/sweep-demo results/sweep-demo         # their small copies
+
+Reading them back (a results directory is laid out like a sweep directory, so
+``neuralgrok compare results/sweep-demo --out DIR`` works on it too)::
+
+    from neuralgrok import results
+    runs = results.load("results/sweep-demo")              # neuralgrok.compare.Run objects
+    by_method = results.by_field(runs, "method")           # {"baseline": [run, ...], ...}
+    results.seconds_to(runs[0], 0.95)                      # wall time when test accuracy first reached 95%
+
+A notebook in quick mode (``NEURALGROK_QUICK=1``) regenerates a tiny version of the same sweep live
+with :func:`regenerate` and reads it through the same path.
+"""
+import argparse
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .compare import load_runs, median_steps, run_directories, steps_reached
+from .files import atomic_write_text, read_toml, to_toml, toml_value
+from .sweep import SWEEP_KEYS, load_sweep, run_sweep
+from .train import MEMORISATION_ACCURACY, TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv, read_metrics
+
+DEFAULT_MAX_ROWS = 200
+COPIED_FILES = ("config.toml", "summary.json")  # copied verbatim; metrics.csv is downsampled
+
+
+def threshold_rows(history):
+    """Indices of the first rows reaching each test-accuracy threshold and the memorisation accuracy."""
+    wanted = [("test_accuracy", threshold) for threshold in TEST_ACCURACY_THRESHOLDS]
+    wanted.append(("train_accuracy", MEMORISATION_ACCURACY))
+    steps = {first_step(history, column, threshold) for column, threshold in wanted} - {None}
+    return {index for index, row in enumerate(history) if row["step"] in steps}
+
+
+def downsample(history, max_rows=DEFAULT_MAX_ROWS):
+    """At most ``max_rows`` of ``history``'s rows, in order: the first and the last, every threshold
+    crossing (:func:`threshold_rows`) and, filling the rest, the rows nearest to log-spaced steps
+    (as many of those as fit: several targets near the start share a row)."""
+    if not isinstance(max_rows, int) or isinstance(max_rows, bool):
+        raise TypeError(f"max_rows must be an int, got {type(max_rows).__name__}")
+    if max_rows < len(TEST_ACCURACY_THRESHOLDS) + 3:  # room for the first, last and crossing rows
+        raise ValueError(f"max_rows={max_rows} must be at least {len(TEST_ACCURACY_THRESHOLDS) + 3}")
+    if len(history) <= max_rows:
+        return list(history)
+    required = {0, len(history) - 1} | threshold_rows(history)
+    steps = np.array([row["step"] for row in history], dtype=float)
+    positive = np.flatnonzero(steps > 0)  # step 0 has no place on a log axis; it is kept as the first row
+    chosen, low, high = required, 1, len(positive)
+    while low <= high:  # the most log-spaced targets whose rows still fit
+        count = (low + high) // 2
+        rows = required | {int(positive[i]) for i in _nearest(np.log(steps[positive]), count)}
+        if len(rows) <= max_rows:
+            chosen, low = rows, count + 1
+        else:
+            high = count - 1
+    return [history[index] for index in sorted(chosen)]
+
+
+def _nearest(sorted_values, count):
+    """Indices of the entries of ``sorted_values`` nearest to ``count`` evenly spaced points over their range."""
+    targets = np.linspace(sorted_values[0], sorted_values[-1], count)
+    above = np.clip(np.searchsorted(sorted_values, targets), 1, len(sorted_values) - 1)
+    below = above - 1
+    return np.where(targets - sorted_values[below] <= sorted_values[above] - targets, below, above)
+
+
+def export_run(run_dir, dest_dir, max_rows=DEFAULT_MAX_ROWS):
+    """Copy the finished run ``run_dir`` to ``dest_dir`` (see the module docstring); return ``dest_dir``."""
+    run_dir, dest_dir = Path(run_dir), Path(dest_dir)
+    missing = [name for name in (*COPIED_FILES, "metrics.csv") if not (run_dir / name).is_file()]
+    if missing:
+        raise ValueError(f"{run_dir} is not a finished run: it has no {', '.join(missing)}")
+    history = downsample(read_metrics(run_dir / "metrics.csv"), max_rows)
+    for name in COPIED_FILES:
+        atomic_write_text(dest_dir / name, (run_dir / name).read_text())
+    atomic_write_text(dest_dir / "metrics.csv", metrics_csv(history))
+    return dest_dir
+
+
+def export_runs(paths, dest_dir, max_rows=DEFAULT_MAX_ROWS):
+    """Export every run in ``paths`` (run directories or sweep directories) to ``dest_dir/<run name>``.
+
+    All must be finished: committed results are complete or not written at all (checked before
+    anything is copied). Returns the new directories.
+    """
+    directories = run_directories(paths)
+    unfinished = [str(d) for d in directories if not (d / "summary.json").is_file()]
+    if unfinished:
+        raise ValueError(f"unfinished runs (no summary.json): {', '.join(unfinished)}")
+    names = [d.name for d in directories]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two runs share a name, so their copies would share a directory: {sorted(names)}")
+    return [export_run(d, Path(dest_dir) / d.name, max_rows) for d in directories]
+
+
+def load(results_dir):
+    """The runs under ``results_dir`` as :class:`neuralgrok.compare.Run` (config, summary, history)."""
+    return load_runs([results_dir])
+
+
+def by_field(runs, field):
+    """``{value of config field: [runs]}`` in the order the values first appear (seeds in order)."""
+    grouped = {}
+    for run in sorted(runs, key=lambda run: run.config.get("seed", 0)):
+        grouped.setdefault(run.config[field], []).append(run)
+    return grouped
+
+
+def seconds_to(run, threshold):
+    """Wall time (s) of the first logged row with test accuracy >= ``threshold``; None if never."""
+    return next((row["wall_time_s"] for row in run.history if row["test_accuracy"] >= threshold), None)
+
+
+def seconds_reached(runs, threshold):
+    """``(seconds, unreached)`` per run, sorted; a run that never reached ``threshold`` counts as its
+    whole wall time (a lower bound), as :func:`neuralgrok.compare.steps_reached` counts steps."""
+    pairs = []
+    for run in runs:
+        seconds = seconds_to(run, threshold)
+        pairs.append((run.summary["wall_time_s"], True) if seconds is None else (seconds, False))
+    return sorted(pairs)
+
+
+def median_seconds_to(runs, threshold):
+    """Median over ``runs`` of the seconds to ``threshold``: ``(seconds, is_lower_bound)``."""
+    return median_steps(seconds_reached(runs, threshold))
+
+
+def steps_key(threshold):
+    """The summary.json key of the steps to ``threshold`` test accuracy (one of the runner's thresholds)."""
+    if threshold not in TEST_ACCURACY_THRESHOLDS:
+        raise ValueError(f"threshold={threshold!r}: the runs record steps to {list(TEST_ACCURACY_THRESHOLDS)} only")
+    return f"steps_to_test_{round(threshold * 100)}"
+
+
+def cost_rows(runs, threshold=0.95, field="method"):
+    """Per value of ``field`` (a group of seeds): the median steps and seconds to ``threshold`` test
+    accuracy, each with a flag saying it is a lower bound (some run never got there), and the median
+    wall time per step in ms (evaluation included)."""
+    rows = []
+    for value, group in by_field(runs, field).items():
+        steps, steps_bound = median_steps(steps_reached(group, steps_key(threshold)))
+        seconds, seconds_bound = median_seconds_to(group, threshold)
+        rows.append({field: value, "seeds": len(group), "steps": steps, "steps_lower_bound": steps_bound,
+                     "seconds": seconds, "seconds_lower_bound": seconds_bound,
+                     "ms_per_step": statistics.median(1000 * run.summary["wall_time_s"] / run.config["steps"]
+                                                      for run in group)})
+    return rows
+
+
+def sweep_text(out, base, grid):
+    """A sweep file's text (``out``, ``[base]``, ``[grid]``), readable by :func:`neuralgrok.sweep.load_sweep`."""
+    return f"out = {toml_value(str(out))}\n[base]\n{to_toml(base)}[grid]\n{to_toml(grid)}"
+
+
+def regenerate(sweep_file, work_dir, overrides, log=print):
+    """Run a shrunk copy of ``sweep_file`` under ``work_dir`` and export it; return the results directory.
+
+    ``overrides`` replaces values of the file's ``[base]`` or ``[grid]`` (a list for a grid key),
+    e.g. ``{"steps": 60, "p": 11, "seed": [0]}``. The runs go to ``work_dir/runs``, their exported
+    copies to ``work_dir/results``, read back with :func:`load` like committed results.
+    """
+    sweep = read_toml(sweep_file)
+    base, grid = dict(sweep.get("base", {})), dict(sweep.get("grid", {}))
+    for key, value in overrides.items():
+        if key in SWEEP_KEYS:
+            raise ValueError(f"override {key!r} is a sweep table, not a TrainConfig field")
+        (grid if key in grid else base)[key] = value
+    work_dir = Path(work_dir)
+    shrunk = work_dir / Path(sweep_file).name
+    atomic_write_text(shrunk, sweep_text(work_dir / "runs", base, grid))
+    if run_sweep(load_sweep(shrunk), jobs=1, log=log):
+        raise RuntimeError(f"some runs of {shrunk} failed; see log.txt in their directories under {work_dir / 'runs'}")
+    results_dir = work_dir / "results"
+    shutil.rmtree(results_dir, ignore_errors=True)  # only this sweep's runs
+    export_runs([work_dir / "runs"], results_dir)
+    return results_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m neuralgrok.results", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="copy finished runs, metrics downsampled, to a results directory")
+    export.add_argument("runs", nargs="+", help="run directories or sweep directories")
+    export.add_argument("dest", help="results directory, e.g. results/sweep-demo")
+    export.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
+                        help=f"metrics rows kept per run (default: {DEFAULT_MAX_ROWS})")
+    arguments = parser.parse_args(argv)
+    try:
+        written = export_runs(arguments.runs, arguments.dest, arguments.max_rows)
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))  # exits with status 2
+    print(f"{len(written)} runs exported to {arguments.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""neuralgrok.results: downsampling keeps the threshold rows, exports are small and complete, loading and costs."""
+import json
+import math
+
+import pytest
+
+from neuralgrok import results
+from neuralgrok.files import atomic_write_text, to_toml
+from neuralgrok.sweep import load_sweep
+from neuralgrok.train import TrainConfig, metrics_csv, summarize, train
+
+THRESHOLD_KEYS = ("memorisation_step", "steps_to_test_50", "steps_to_test_90", "steps_to_test_95", "steps_to_test_99")
+TINY = dict(task="a+b", p=11, width=16, depth=1, heads=4, eval_every=1, threads=1)
+
+
+def grokking_history(steps=20_000, every=10, grok_at=12_345.0, never_above=1.0):
+    """A metrics history whose train accuracy rises early and whose test accuracy rises late, smoothly,
+    so every threshold is crossed at one row that an evenly spaced subset would likely miss."""
+    rows = []
+    for step in range(0, steps + 1, every):
+        test = min(never_above, 1 / (1 + math.exp(-(step - grok_at) / 300)))
+        rows.append({"step": step, "train_loss": 1.0, "train_accuracy": min(1.0, step / 1_000),
+                     "test_loss": 1.0 - test, "test_accuracy": test, "grad_age": 1.0, "weight_norm": 1.0,
+                     "wall_time_s": step * 0.01})
+    return rows
+
+
+def write_run(directory, config, history):
+    atomic_write_text(directory / "config.toml", to_toml(config.to_dict()))
+    atomic_write_text(directory / "metrics.csv", metrics_csv(history))
+    summary = summarize(config, history, history[-1]["wall_time_s"])
+    atomic_write_text(directory / "summary.json", json.dumps(summary))
+    return summary
+
+
+def test_downsample_keeps_ends_threshold_crossings_and_is_log_spaced():
+    history = grokking_history()
+    kept = results.downsample(history, max_rows=50)
+    assert 45 <= len(kept) <= 50  # the budget is used, not wasted on rows picked twice
+    assert kept[0] is history[0] and kept[-1] is history[-1]
+    steps = [row["step"] for row in kept]
+    assert steps == sorted(set(steps))
+    config = TrainConfig(steps=20_000)
+    full, small = summarize(config, history, 1.0), summarize(config, kept, 1.0)
+    assert all(full[key] is not None for key in THRESHOLD_KEYS)
+    assert {key: small[key] for key in THRESHOLD_KEYS} == {key: full[key] for key in THRESHOLD_KEYS}
+    # Log spacing: the first 1% of the steps gets a good share of the rows (an even spacing gives it 0 or 1).
+    assert sum(step <= 200 for step in steps) >= 8
+
+
+def test_downsample_leaves_short_histories_alone_and_checks_max_rows():
+    history = grokking_history(steps=100)
+    assert results.downsample(history, max_rows=11) == history
+    with pytest.raises(ValueError, match="max_rows=3 must be at least"):
+        results.downsample(history, max_rows=3)
+    with pytest.raises(TypeError, match="max_rows must be an int"):
+        results.downsample(history, max_rows=50.0)
+
+
+def test_export_run_copies_config_and_summary_and_downsamples_metrics(tmp_path):
+    config = TrainConfig(**TINY, steps=300, checkpoint_every=100)
+    run = train(config, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    dest = results.export_run(tmp_path / "run", tmp_path / "results" / "run", max_rows=30)
+    assert sorted(path.name for path in dest.iterdir()) == ["config.toml", "metrics.csv", "summary.json"]
+    for name in ("config.toml", "summary.json"):
+        assert (dest / name).read_text() == (tmp_path / "run" / name).read_text()
+    [loaded] = results.load(tmp_path / "results")
+    assert len(loaded.history) <= 30 and len(run.history) == 301
+    assert loaded.history[-1] == pytest.approx(run.history[-1])
+    assert loaded.summary["memorisation_step"] is not None  # so the next line checks a real crossing
+    exported = summarize(config, loaded.history, run.summary["wall_time_s"])
+    assert {key: exported[key] for key in THRESHOLD_KEYS} == {key: run.summary[key] for key in THRESHOLD_KEYS}
+
+
+def test_export_runs_refuses_unfinished_runs_and_writes_nothing(tmp_path):
+    write_run(tmp_path / "sweep" / "seed=0", TrainConfig(steps=20_000), grokking_history())
+    write_run(tmp_path / "sweep" / "seed=1", TrainConfig(steps=20_000, seed=1), grokking_history())
+    (tmp_path / "sweep" / "seed=1" / "summary.json").unlink()
+    with pytest.raises(ValueError, match="unfinished runs .*seed=1"):
+        results.export_runs([tmp_path / "sweep"], tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+
+
+def test_cost_rows_medians_with_unreached_runs_as_lower_bounds(tmp_path):
+    # baseline: 95% at steps 13,330 and 14,330 (0.01 s per step); grokfast-ema: one seed never gets there.
+    for method, seed, grok_at, never_above in [("baseline", 0, 12_445, 1.0), ("baseline", 1, 13_445, 1.0),
+                                               ("grokfast-ema", 0, 5_445, 1.0), ("grokfast-ema", 1, 5_445, 0.9)]:
+        config = TrainConfig(steps=20_000, method=method, seed=seed)
+        write_run(tmp_path / f"{method}-{seed}", config, grokking_history(grok_at=grok_at, never_above=never_above))
+    runs = results.load(tmp_path)
+    assert [len(group) for group in results.by_field(runs, "method").values()] == [2, 2]
+    baseline, ema = results.cost_rows(runs, 0.95)
+    assert baseline["method"] == "baseline" and baseline["seeds"] == 2
+    assert (baseline["steps"], baseline["steps_lower_bound"]) == (13_830, False)
+    assert (baseline["seconds"], baseline["seconds_lower_bound"]) == (pytest.approx(138.3), False)
+    assert baseline["ms_per_step"] == pytest.approx(10.0)
+    # The unreached seed counts as its budget: median of 6,330 and 20,000 steps (200 s), a lower bound.
+    assert (ema["steps"], ema["steps_lower_bound"]) == (13_165, True)
+    assert (ema["seconds"], ema["seconds_lower_bound"]) == (pytest.approx(131.65), True)
+    with pytest.raises(ValueError, match="threshold=0.8"):
+        results.cost_rows(runs, 0.8)
+
+
+def test_sweep_text_round_trips_through_load_sweep(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(results.sweep_text(tmp_path / "runs", {"p": 11, "betas": [0.9, 0.98], "task": "a*b"},
+                                       {"method": ["baseline", "neuralgrok"], "seed": [0, 1]}))
+    runs = load_sweep(path)
+    assert [run.name for run in runs] == ["method=baseline,seed=0", "method=baseline,seed=1",
+                                          "method=neuralgrok,seed=0", "method=neuralgrok,seed=1"]
+    assert {(run.config.p, run.config.task, run.config.betas) for run in runs} == {(11, "a*b", (0.9, 0.98))}
+    assert runs[0].out_dir == tmp_path / "runs" / "method=baseline,seed=0"
+
+
+def test_regenerate_runs_a_shrunk_sweep_and_exports_it(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(results.sweep_text("runs/never-used", {**TINY, "steps": 5_000},
+                                        {"method": ["baseline", "grokfast-ema"], "seed": [0, 1]}))
+    with pytest.raises(ValueError, match="'out' is a sweep table"):
+        results.regenerate(sweep, tmp_path / "work", {"out": "elsewhere"})
+    results_dir = results.regenerate(sweep, tmp_path / "work", {"steps": 20, "method": ["grokfast-ema"], "seed": [0]},
+                                     log=lambda text: None)
+    [run] = results.load(results_dir)
+    assert (run.config["method"], run.config["seed"], run.config["steps"]) == ("grokfast-ema", 0, 20)
+    assert run.history[-1]["step"] == 20
+    assert (tmp_path / "work" / "runs" / "method=grokfast-ema,seed=0" / "summary.json").is_file()
+
+
+def test_export_command_exits_2_naming_a_directory_without_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        results.main(["export", str(tmp_path), str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    assert "neither a run directory nor a directory of runs" in capsys.readouterr().err
