@@ -25,21 +25,18 @@ import sys
 import typing
 from pathlib import Path
 
-import torch
-
-from . import BUILD_INFO, __version__
-from .tasks import OPERATIONS
+from .build import EMBEDDING_INITS, MODELS, OPTIMIZERS, SPLITS
+from .models import LOSSES
+from .optimizer import META_MODES
+from .tasks import LAYOUTS, OPERATIONS
+from .version import version_text
 from .files import read_toml
 from .train import METHODS, TrainConfig, resume, summary_table, train
 
 
-def version_text():
-    info = BUILD_INFO
-    return (f"neuralgrok {__version__} (torch {torch.__version__}; built against torch {info['torch_version']}, "
-            f"C++11 ABI {int(info['cxx11_abi'])}, {info['build_type']} build, {info['compiler']})")
-
-
-CHOICES = {"task": lambda: sorted(OPERATIONS), "method": lambda: sorted(METHODS)}
+CHOICES = {"task": lambda: sorted(OPERATIONS), "method": lambda: sorted(METHODS), "layout": lambda: LAYOUTS,
+           "split": lambda: SPLITS, "model": lambda: MODELS, "embedding_init": lambda: EMBEDDING_INITS,
+           "loss": lambda: LOSSES, "optimizer": lambda: OPTIMIZERS, "meta_mode": lambda: META_MODES}
 
 
 def add_config_arguments(parser, defaults=TrainConfig()):

@@ -149,7 +149,7 @@ def test_compare_medians_and_ranges_count_unreached_thresholds(tmp_path):
     assert ema["steps_to_test_50_median"] == "60"
     assert ema["steps_to_test_99_median"] == ">995"  # mean of 990 and more than 1,000: a lower bound
     assert [base["wall_time_s_median"], ema["wall_time_s_median"]] == ["20.0", "6.0"]
-    assert base["peak_memory_mb_median"] == "-"
+    assert base["peak_rss_mib_median"] == "-"
 
     markdown = (tmp_path / "out" / "comparison.md").read_text()
     assert markdown == result.stdout.split("comparison.csv, ")[0]

@@ -9,8 +9,10 @@ import torch
 from neuralgrok import NeuralGrok
 from neuralgrok.files import atomic_write, atomic_write_text, read_toml, to_toml
 from neuralgrok.grokfast import Grokfast
-from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, split_outer, summarize,
-                              summary_table, train, TrainingBatches)
+from neuralgrok.build import build_data
+from neuralgrok.tasks import inner_outer_test_split
+from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, summarize, summary_table,
+                              train, TrainingBatches)
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)
@@ -169,11 +171,13 @@ def test_neuralgrok_method_holds_out_an_outer_split_and_saves_its_amplifier(tmp_
     assert all(torch.equal(saved[k], v) for k, v in transfer.optimizer.amplifier.state_dict().items())
 
 
-def test_split_outer_moves_the_first_examples():
-    inputs, labels = torch.arange(20).reshape(10, 2), torch.arange(10)
-    (train_inputs, train_labels), (outer_inputs, outer_labels) = split_outer(inputs, labels, 3)
-    assert outer_labels.tolist() == [0, 1, 2] and train_labels.tolist() == list(range(3, 10))
-    assert torch.equal(torch.cat([outer_inputs, train_inputs]), inputs)
+def test_neuralgrok_split_is_the_tasks_inner_outer_test_split():
+    config = TrainConfig(**dict(TINY, method="neuralgrok", outer_fraction=0.05))
+    data = build_data(config, with_outer=True)
+    inner, outer, test = inner_outer_test_split("a+b", 11, seed=0, inner_fraction=0.45, outer_fraction=0.05)
+    for got, expected in ((data.train, inner), (data.outer, outer), (data.test, test)):
+        assert torch.equal(got.inputs, expected.inputs) and torch.equal(got.labels, expected.labels)
+    assert (len(data.train), len(data.outer), len(data.test)) == (54, 6, 61)  # round(0.45 * 121), round(0.05 * 121)
 
 
 def test_neuralgrok_config_errors():
