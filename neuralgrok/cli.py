@@ -25,6 +25,7 @@ import sys
 import typing
 from pathlib import Path
 
+from .allocator import keep_freed_memory
 from .build import EMBEDDING_INITS, MODELS, OPTIMIZERS, SPLITS
 from .models import LOSSES
 from .optimizer import META_MODES
@@ -176,6 +177,8 @@ def main(argv=None):
     if arguments.version:
         print(version_text())
         return 0
+    if arguments.command in ("demo", "run"):
+        keep_freed_memory()  # this process trains: reuse freed buffers (about 2x faster steps here)
     if arguments.command == "demo":
         if arguments.steps is not None and arguments.steps < 0:
             arguments.command_parser.error(f"--steps={arguments.steps} must not be negative")

@@ -44,6 +44,7 @@ METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_acc
 CHECKPOINT = "checkpoint.pt"
 TEST_ACCURACY_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 MEMORISATION_ACCURACY = 0.99
+EVAL_CHUNK = 2048  # examples per evaluation forward (see Evaluator)
 
 
 def option(default, help):
@@ -361,7 +362,9 @@ def train(config, out_dir=None, progress=True, resume=False):
 
     Each logged row describes the weights after ``step`` updates: train/test loss and accuracy
     (whole splits), the AGE of the raw (untransformed) gradient of the training batch there,
-    the weight norm and the wall time so far. With ``out_dir``, ``config.toml`` is written first,
+    the weight norm, the wall time so far, a hold-out's test parts (:func:`part_columns`) and the
+    ``--measures``. The summary (:func:`summarize`) adds ``peak_rss_mib`` (:func:`peak_rss_mib`)
+    and ``build`` (:func:`neuralgrok.version.build_info`). With ``out_dir``, ``config.toml`` is written first,
     ``checkpoint.pt`` and ``metrics.csv`` every ``checkpoint_every`` steps, ``metrics.csv`` and
     ``summary.json`` at the end, each atomically. With ``resume``, training continues from
     ``out_dir``'s checkpoint (if it has one), with the same metrics as an uninterrupted run.
@@ -441,10 +444,12 @@ def cpu_threads(count):
 
 
 class Evaluator:
-    """Loss and accuracy of the logged splits by one no-grad forward pass over all of them: ``train``
+    """Loss and accuracy of the logged splits by one no-grad pass over all of them: ``train``
     (unless ``train_from_step``: a full-batch step's own forward gives it), ``test`` and its named
     parts (columns ``test_<part>_loss`` / ``_accuracy``), and with ``all_pairs`` the outer split too
-    (no columns), so that the logits cover every example of the task."""
+    (no columns), so that the logits cover every example of the task. The forward runs in chunks of
+    :data:`EVAL_CHUNK` examples: one forward over 9,409 examples of the 2 x 128 transformer took 2-4x
+    as long as chunks of 2,048 (the activations no longer fit the caches)."""
 
     def __init__(self, data, loss, train_from_step, all_pairs):
         splits = ([] if train_from_step else [("train", data.train)]) + [("test", data.test)]
@@ -470,7 +475,7 @@ class Evaluator:
         was_training = model.training
         model.eval()
         try:
-            logits = model(self.inputs)
+            logits = torch.cat([model(chunk) for chunk in self.inputs.split(EVAL_CHUNK)])
         finally:
             model.train(was_training)
         losses = example_losses(logits, self.labels, self.loss)
