@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/bench_runner_overhead.py [--evals 10] [--repeats 3] [--setups default demo]
 
+Whole runs take 7 x evals x eval_every steps per setup: minutes for the demo, most of an hour for
+"default" (1.4 s steps) and "neuralgrok" (eval_every 200); ``--evals 0`` times the parts only.
+
 For each setup, whole ``train()`` runs of ``--evals`` x ``eval_every`` steps alternate in one
 process: with the setup's ``eval_every`` ("on") and with ``eval_every = steps`` ("off": only the
 two rows at the first and the last step); ``--evals 0`` skips them. A logged row costs ``(t_on - t_off) / (n_on - n_off)`` (n = rows logged), and

@@ -4,8 +4,8 @@ operating system after every step.
 A step allocates and frees the same large buffers again and again. glibc's defaults serve blocks
 over 128 KiB (adjusting upwards as they are freed) with fresh ``mmap`` s and give the top of the
 heap back after each free, so every forward pass page-faults its buffers in anew. On the project's
-machine that doubled the time of a training step of the demo (7 -> 14 ms) and made a no-grad
-evaluation of 2,209 examples cost 80 ms instead of 9 (``bench/bench_runner_overhead.py``,
+machine that made a no-grad forward over the demo's 2,209 examples cost about 80 ms instead of 9,
+and a logged row of the demo 70-230 ms instead of 15-34 (``bench/bench_runner_overhead.py``,
 BENCHMARKS.md). :func:`keep_freed_memory` raises both thresholds (``mallopt``), so freed blocks are
 reused; the process's peak resident memory is what it would have been, but it no longer shrinks
 after the peak. ``neuralgrok run`` and ``neuralgrok demo`` call it; library users can too, or set

@@ -178,7 +178,7 @@ def main(argv=None):
         print(version_text())
         return 0
     if arguments.command in ("demo", "run"):
-        keep_freed_memory()  # this process trains: reuse freed buffers (about 2x faster steps here)
+        keep_freed_memory()  # this process trains: reuse freed buffers (much cheaper evaluations)
     if arguments.command == "demo":
         if arguments.steps is not None and arguments.steps < 0:
             arguments.command_parser.error(f"--steps={arguments.steps} must not be negative")

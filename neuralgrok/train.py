@@ -332,7 +332,8 @@ def peak_rss_mib():
     ``ru_maxrss`` (KiB on Linux, bytes on macOS); None where the ``resource`` module is missing.
     It counts everything the process holds (Python, torch's libraries, the data, the allocator's
     cache) at its fullest moment, and it never goes down: for a ``neuralgrok run`` process that is
-    the run's peak, after several runs in one process the largest of them."""
+    the run's peak, after several runs in one process the largest of them, for a resumed run the
+    resuming process's."""
     try:
         import resource
     except ImportError:
