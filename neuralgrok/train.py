@@ -300,10 +300,10 @@ class TrainingBatches:
         self.position = state["position"]
 
 
-def part_columns(data):
-    """The metrics.csv columns of the test parts (a hold-out's held block and rest), after
-    :data:`METRIC_COLUMNS` and before the ``--measures`` columns."""
-    return [f"test_{part}_{metric}" for part in data.test_parts for metric in ("loss", "accuracy")]
+def part_columns(parts):
+    """The metrics.csv columns of the named test parts (a hold-out's ``held`` block and ``rest``),
+    after :data:`METRIC_COLUMNS` and before the ``--measures`` columns."""
+    return [f"test_{part}_{metric}" for part in parts for metric in ("loss", "accuracy")]
 
 
 def first_step(history, column, threshold):
@@ -506,7 +506,7 @@ def _optimise(config, progress, out_dir=None, resume=False):
     # and accuracy are the train metrics, so evaluation only runs the other splits.
     train_from_step = batches.whole and not needs_all_pairs(measure_names)
     evaluator = Evaluator(data, config.loss, train_from_step, needs_all_pairs(measure_names))
-    columns = list(METRIC_COLUMNS) + part_columns(data) + measure_names
+    columns = list(METRIC_COLUMNS) + part_columns(data.test_parts) + measure_names
 
     parts = {"model": model, "optimizer": optimizer, "warmup": warmup, "batches": batches}
     checkpoint = out_dir / CHECKPOINT if out_dir is not None and config.checkpoint_every else None
