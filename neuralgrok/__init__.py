@@ -2,14 +2,14 @@
 
 Importing the package loads the C++ operators (``torch.ops.neuralgrok.*``).
 """
+__version__ = "0.1.0"  # first, so that submodules can read it while the package loads
+
 from . import measures
 from ._extension import BUILD_INFO
 from .amplifier import NeuralAmplifier
 from .grokfast import Grokfast, GrokfastEMA, GrokfastMA
 from .metrics import age
 from .optimizer import NeuralGrok
-
-__version__ = "0.1.0"
 
 __all__ = ["BUILD_INFO", "Grokfast", "GrokfastEMA", "GrokfastMA", "NeuralAmplifier", "NeuralGrok", "age",
            "measures", "__version__"]

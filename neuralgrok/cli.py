@@ -25,21 +25,19 @@ import sys
 import typing
 from pathlib import Path
 
-import torch
-
-from . import BUILD_INFO, __version__
-from .tasks import OPERATIONS
+from .allocator import keep_freed_memory
+from .build import EMBEDDING_INITS, MODELS, OPTIMIZERS, SPLITS
+from .models import LOSSES
+from .optimizer import META_MODES
+from .tasks import LAYOUTS, OPERATIONS
+from .version import version_text
 from .files import read_toml
 from .train import METHODS, TrainConfig, resume, summary_table, train
 
 
-def version_text():
-    info = BUILD_INFO
-    return (f"neuralgrok {__version__} (torch {torch.__version__}; built against torch {info['torch_version']}, "
-            f"C++11 ABI {int(info['cxx11_abi'])}, {info['build_type']} build, {info['compiler']})")
-
-
-CHOICES = {"task": lambda: sorted(OPERATIONS), "method": lambda: sorted(METHODS)}
+CHOICES = {"task": lambda: sorted(OPERATIONS), "method": lambda: sorted(METHODS), "layout": lambda: LAYOUTS,
+           "split": lambda: SPLITS, "model": lambda: MODELS, "embedding_init": lambda: EMBEDDING_INITS,
+           "loss": lambda: LOSSES, "optimizer": lambda: OPTIMIZERS, "meta_mode": lambda: META_MODES}
 
 
 def add_config_arguments(parser, defaults=TrainConfig()):
@@ -179,6 +177,8 @@ def main(argv=None):
     if arguments.version:
         print(version_text())
         return 0
+    if arguments.command in ("demo", "run"):
+        keep_freed_memory()  # this process trains: reuse freed buffers (much cheaper evaluations)
     if arguments.command == "demo":
         if arguments.steps is not None and arguments.steps < 0:
             arguments.command_parser.error(f"--steps={arguments.steps} must not be negative")

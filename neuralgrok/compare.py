@@ -9,8 +9,9 @@ Each argument is a run directory (it holds ``config.toml``) or a directory of th
 ``out``). Runs without ``summary.json`` (unfinished) are left out with a warning. The table has one
 row per group: the config fields that differ between groups (task, method, ...), the number of
 seeds, the median and the range over seeds of the steps to 50/90/95/99% test accuracy, the
-median wall time and the median peak memory (``peak_memory_mb`` of summary.json; "-" while runs
-do not record it). It is printed and written to ``OUT/comparison.md`` and ``OUT/comparison.csv``;
+median wall time and the median peak memory (``peak_rss_mib`` of summary.json: the run process's
+peak resident set size in MiB, see :func:`neuralgrok.train.peak_rss_mib`; "-" for runs written
+before it was recorded). It is printed and written to ``OUT/comparison.md`` and ``OUT/comparison.csv``;
 ``OUT/comparison_accuracy.png`` overlays the test-accuracy curves (a colour per group, a thin
 line per seed, log-x).
 
@@ -33,7 +34,7 @@ from .plots import plot_groups
 from .train import TEST_ACCURACY_THRESHOLDS, read_metrics
 
 THRESHOLD_KEYS = tuple(f"steps_to_test_{round(t * 100)}" for t in TEST_ACCURACY_THRESHOLDS)
-PEAK_MEMORY_KEY = "peak_memory_mb"
+PEAK_MEMORY_KEY = "peak_rss_mib"
 
 
 class CompareError(ValueError):
@@ -136,7 +137,7 @@ def markdown_text(fields, rows):
     header = [*fields, "seeds"]
     for threshold in TEST_ACCURACY_THRESHOLDS:
         header += [f"test {threshold:.0%} median", f"test {threshold:.0%} range"]
-    header += ["wall time (s)", "peak memory (MB)"]
+    header += ["wall time (s)", "peak RSS (MiB)"]
     table = [header]
     for row in rows:
         cells = [row[field] for field in fields] + [row["seeds"]]

@@ -541,8 +541,10 @@ def _largest_drop(steps: np.ndarray, values: np.ndarray, smooth: int) -> Tuple[f
     return float(steps[i + 1]), float(decreases[i])
 
 
-# Columns of a run's metrics.csv (neuralgrok.train.METRIC_COLUMNS) that are not progress measures.
-NOT_MEASURES = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_time_s")
+# Columns of a run's metrics.csv (neuralgrok.train.METRIC_COLUMNS, and the hold-out test parts of
+# neuralgrok.train.part_columns) that are not progress measures.
+NOT_MEASURES = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_time_s",
+                "test_held_loss", "test_held_accuracy", "test_rest_loss", "test_rest_accuracy")
 
 
 def analyze(metrics, *, measures: Optional[Sequence[str]] = None, grok_accuracy: float = 0.95,

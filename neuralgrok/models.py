@@ -215,19 +215,37 @@ class EmbeddingMLP(nn.Module):
         init_token_embedding(self.token_embedding, embedding, embedding_seed)
         scale_weights(self, init_scale)
 
+    def first_hidden(self, inputs):
+        """The first hidden layer's activations ``(N, hidden)`` (after its ReLU): what Gu et al.
+        measure MED on when the embedding is fixed."""
+        return self.mlp[:2](self.token_embedding(inputs).flatten(1))
+
     def forward(self, inputs):
         return self.mlp(self.token_embedding(inputs).flatten(1))
+
+
+LOSSES = ("ce", "mse")
+
+
+def _loss(logits, labels, loss, reduction):
+    if loss == "ce":
+        return F.cross_entropy(logits, labels, reduction=reduction)
+    if loss == "mse":
+        error = F.mse_loss(logits, F.one_hot(labels, logits.shape[-1]).to(logits.dtype), reduction=reduction)
+        return error if reduction == "mean" else error.mean(dim=-1)
+    raise ValueError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
 
 
 def answer_loss(model, inputs, labels, loss="ce"):
     """Loss of the answer token, and the logits it came from: ``"ce"`` cross-entropy, or ``"mse"`` the
     mean squared error between the logits and the one-hot answer (mean over examples and classes)."""
     logits = model(inputs)
-    if loss == "ce":
-        return F.cross_entropy(logits, labels), logits
-    if loss == "mse":
-        return F.mse_loss(logits, F.one_hot(labels, logits.shape[-1]).to(logits.dtype)), logits
-    raise ValueError(f"unknown loss {loss!r}; choose 'ce' or 'mse'")
+    return _loss(logits, labels, loss, "mean"), logits
+
+
+def example_losses(logits, labels, loss="ce"):
+    """Each example's answer loss ``(N,)`` (see :func:`answer_loss`), for means over parts of a batch."""
+    return _loss(logits, labels, loss, "none")
 
 
 def accuracy(logits, labels):

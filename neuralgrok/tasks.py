@@ -118,6 +118,19 @@ class TokenLayout:
         operators = (self.p + torch.arange(self.operators)).expand(n, -1)
         return torch.cat([operands, operators, equals], dim=1)
 
+    def decode(self, inputs):
+        """``(N, T)`` tokens -> the ``(N, arity)`` operands they encode (the inverse of :meth:`encode`)."""
+        if self.name == "nanda":
+            return torch.stack([inputs[:, 0], inputs[:, 1] - self.offset], dim=1)
+        if self.name == "power":
+            return inputs[:, [0, 2]]
+        return inputs[:, :-(self.operators + 1)]
+
+    @property
+    def operand_offsets(self):
+        """Token id of residue 0 in the first and in the second operand position."""
+        return 0, self.offset
+
 
 def token_layout(operation, p, layout="neuralgrok", offset=0):
     """The :class:`TokenLayout` of ``operation`` mod ``p`` (settings checked)."""

@@ -7,7 +7,7 @@ Example (the same as ``neuralgrok run --task a+b --p 47 --method grokfast-ema --
     result.summary["steps_to_test_95"]
 
 A method is a function ``(base_optimizer, model, config, outer) -> optimizer`` in :data:`METHODS`
-(``outer`` is the outer split ``(inputs, labels)`` for a method that holds one out, else None);
+(``outer`` is the outer split, a :class:`neuralgrok.tasks.Split`, for a method that holds one out, else None);
 adding one is a :func:`register_method` call plus its hyperparameter fields in :class:`TrainConfig`.
 """
 import contextlib
@@ -18,6 +18,7 @@ import json
 import inspect
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,19 +29,22 @@ import torch
 from tqdm.auto import tqdm
 
 from .amplifier import NeuralAmplifier
+from .build import build_base_optimizer, build_data, build_model, build_problems
 from .files import atomic_write, atomic_write_text, read_toml, remove_temporaries, to_toml
 from . import measures as progress_measures
 from .grokfast import Grokfast
 from .metrics import age
 from .optimizer import META_MODES, NeuralGrok
-from .models import Transformer, answer_loss, evaluate
-from .tasks import modular_task, task_problems
+from .models import accuracy, answer_loss, example_losses
+from .run_measures import MEASURES, MeasureInput, compute_measures, measure_problems, needs_all_pairs
+from .version import build_info
 
 METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                   "grad_age", "weight_norm", "wall_time_s")
 CHECKPOINT = "checkpoint.pt"
 TEST_ACCURACY_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 MEMORISATION_ACCURACY = 0.99
+EVAL_CHUNK = 2048  # examples per evaluation forward (see Evaluator)
 
 
 def option(default, help):
@@ -55,21 +59,41 @@ class TrainConfig:
     # -- data ---------------------------------------------------------------------------------
     task: str = option("a+b", "operation mod p")
     p: int = option(97, "prime modulus")
-    train_fraction: float = option(0.5, "fraction of all pairs used for training")
+    layout: str = option("neuralgrok", "token layout: neuralgrok [a, b, op, =], power [a, op, b, =], "
+                                       "nanda [a, b + operand_offset, =]")
+    operand_offset: int = option(0, "nanda layout: token id of the second operand's residue 0 (Gu et al.'s "
+                                    "strip: 60, so first operands never appear in training as second ones)")
+    split: str = option("random", "random (train_fraction of all examples), or Gu et al.'s hold-outs: "
+                                  "rectangle (pairs with a, b <= holdout_k always in test) or strip (a <= holdout_k)")
+    holdout_k: int = option(0, "rectangle/strip: the held block's bound k (1..p-2); 0 with split random")
+    train_fraction: float = option(0.5, "fraction of all examples used for training (for rectangle/strip: "
+                                        "int(train_fraction * all) of the pairs not held out)")
     seed: int = option(0, "seeds the split, the initialisation and the batch order")
     # -- model --------------------------------------------------------------------------------
+    model: str = option("transformer", "transformer (Power et al./NeuralGrok, LayerNorm, GELU), nanda "
+                                       "(Nanda/Gu et al., no LayerNorm, ReLU) or mlp (Gu et al.'s MLP on "
+                                       "concatenated embeddings)")
     width: int = option(128, "embedding width")
-    depth: int = option(2, "number of transformer blocks")
-    heads: int = option(4, "attention heads per block")
+    depth: int = option(2, "number of transformer blocks (not mlp)")
+    heads: int = option(4, "attention heads per block (not mlp)")
+    mlp_width: int = option(512, "nanda: MLP width of a block; mlp: both hidden layers' width "
+                                 "(the transformer's MLP is 4 x width)")
+    embedding_init: str = option("default", "token embedding init: default (the model's own: N(0, 1) for "
+                                            "transformer, N(0, 1/width) otherwise), gaussian N(0, 1/width), "
+                                            "onehot_fixed (identity, frozen; width >= vocabulary) or toeplitz")
+    init_scale: float = option(1.0, "multiplies every trained weight matrix at initialisation")
     # -- optimisation -------------------------------------------------------------------------
+    loss: str = option("ce", "answer loss: ce (cross-entropy) or mse (logits vs the one-hot answer)")
+    optimizer: str = option("adamw", "base optimizer every method wraps: adamw, adam or sgd")
     steps: int = option(10_000, "optimizer updates")
     batch_size: int = option(0, "examples per step; 0 = the whole training set")
-    lr: float = option(1e-3, "AdamW learning rate")
-    weight_decay: float = option(1.0, "AdamW (decoupled) weight decay")
-    betas: Tuple[float, float] = option((0.9, 0.98), "AdamW betas")
+    lr: float = option(1e-3, "learning rate of the base optimizer")
+    weight_decay: float = option(1.0, "weight decay: decoupled for adamw, an L2 term in the gradient for adam and sgd")
+    betas: Tuple[float, float] = option((0.9, 0.98), "adamw/adam betas")
+    momentum: float = option(0.0, "sgd momentum")
     warmup_steps: int = option(10, "linear learning-rate warm-up; 0 = none")
     # -- method -------------------------------------------------------------------------------
-    method: str = option("baseline", "gradient method wrapping AdamW")
+    method: str = option("baseline", "gradient method wrapping the base optimizer")
     ema_alpha: float = option(0.98, "grokfast-ema: EMA momentum")
     ema_lamb: float = option(2.0, "grokfast-ema: amplification")
     ma_window: int = option(100, "grokfast-ma: window in steps")
@@ -85,7 +109,7 @@ class TrainConfig:
     # -- bookkeeping --------------------------------------------------------------------------
     eval_every: int = option(10, "steps between logged evaluations")
     measures: str = option("", "progress measures logged at each evaluation, comma-separated: "
-                                "med, med_cv, fourier_gini (of the number tokens' embedding rows)")
+                                + ", ".join(sorted(MEASURES)) + " (see neuralgrok.run_measures)")
     checkpoint_every: int = option(500, "steps between checkpoint.pt (and metrics.csv) writes in the run "
                                         "directory, for --resume; 0 = none")
     threads: int = option(0, "torch CPU threads; 0 = torch's default")
@@ -95,7 +119,7 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)
         if self.batch_size is None:
             self.batch_size = 0
-        problems = task_problems(self.task, self.p, self.train_fraction)
+        problems = build_problems(self, uses_outer_split(self))
         if self.method not in METHODS:
             problems.append(f"method={self.method!r} is not one of {sorted(METHODS)}")
         for name in ("width", "depth", "heads", "eval_every", "ma_window", "meta_every"):
@@ -110,9 +134,8 @@ class TrainConfig:
             problems.append(f"betas={self.betas} must be two numbers in [0, 1)")
         if not self.lr > 0:
             problems.append(f"lr={self.lr} must be positive")
-        unknown_measures = [name for name in self.measure_names() if name not in LOGGED_MEASURES]
-        if unknown_measures:
-            problems.append(f"measures {unknown_measures} unknown; choose from {sorted(LOGGED_MEASURES)}")
+        if not problems:  # which measures apply depends on a valid task and model
+            problems += measure_problems(self.measure_names(), self)
         self.amplifier_hidden = tuple(int(h) for h in self.amplifier_hidden)
         if not self.amplifier_hidden or min(self.amplifier_hidden) < 1:
             problems.append(f"amplifier_hidden={self.amplifier_hidden} must be one or more positive widths")
@@ -189,15 +212,6 @@ def _build_grokfast(mode):
     return build
 
 
-# What ``--measures`` can log, each a function of (model, config) evaluated at the logged weights.
-# The runner's tokens 0..p-1 are the numbers, shared by both operands (see neuralgrok.tasks).
-LOGGED_MEASURES = {
-    "med": lambda model, config: progress_measures.med(model.token_embedding.weight, config.p).value,
-    "med_cv": lambda model, config: progress_measures.med(model.token_embedding.weight, config.p).cv[0],
-    "fourier_gini": lambda model, config: progress_measures.fourier_gini(model.token_embedding.weight, config.p),
-}
-
-
 def uses_outer_split(config):
     """NeuralGrok trains its amplifier on an outer split held out of the training pairs."""
     return config.method == "neuralgrok" and not config.amplifier_path
@@ -210,7 +224,8 @@ def _build_neuralgrok(base_optimizer, model, config, outer):
     return NeuralGrok(base_optimizer, amplifier, meta_every=config.meta_every, meta=config.meta_mode,
                       meta_lr=config.meta_lr, clip_grad_norm=config.clip_grad_norm or None,
                       train_amplifier=outer is not None,
-                      outer_closure=None if outer is None else lambda: answer_loss(model, *outer)[0],
+                      outer_closure=None if outer is None else
+                      lambda: answer_loss(model, outer.inputs, outer.labels, config.loss)[0],
                       param_names={p: n for n, p in model.named_parameters()})
 
 
@@ -285,12 +300,19 @@ class TrainingBatches:
         self.position = state["position"]
 
 
+def part_columns(parts):
+    """The metrics.csv columns of the named test parts (a hold-out's ``held`` block and ``rest``),
+    after :data:`METRIC_COLUMNS` and before the ``--measures`` columns."""
+    return [f"test_{part}_{metric}" for part in parts for metric in ("loss", "accuracy")]
+
+
 def first_step(history, column, threshold):
     return next((row["step"] for row in history if row[column] >= threshold), None)
 
 
 def summarize(config, history, wall_time_s):
-    """Steps to each test-accuracy threshold, memorisation step, final metrics (None = not reached)."""
+    """Steps to each (whole) test-accuracy threshold, memorisation step, final metrics including
+    the test parts' (None = not reached, or a part without examples)."""
     final = history[-1]
     summary = {"method": config.method, "steps": config.steps,
                "memorisation_step": first_step(history, "train_accuracy", MEMORISATION_ACCURACY)}
@@ -298,8 +320,26 @@ def summarize(config, history, wall_time_s):
         summary[f"steps_to_test_{round(threshold * 100)}"] = first_step(history, "test_accuracy", threshold)
     for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         summary[f"final_{column}"] = final[column]
+    for column in final:
+        if column.startswith("test_") and column not in METRIC_COLUMNS:  # test parts: test_held_accuracy, ...
+            summary[f"final_{column}"] = None if math.isnan(final[column]) else final[column]
     summary["wall_time_s"] = wall_time_s
     return summary
+
+
+def peak_rss_mib():
+    """Peak resident set size of this process so far, in MiB (2^20 bytes): ``getrusage``'s
+    ``ru_maxrss`` (KiB on Linux, bytes on macOS); None where the ``resource`` module is missing.
+    It counts everything the process holds (Python, torch's libraries, the data, the allocator's
+    cache) at its fullest moment, and it never goes down: for a ``neuralgrok run`` process that is
+    the run's peak, after several runs in one process the largest of them, for a resumed run the
+    resuming process's."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    maximum = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maximum / (2 ** 20 if sys.platform == "darwin" else 2 ** 10)
 
 
 def metrics_csv(history):
@@ -323,7 +363,9 @@ def train(config, out_dir=None, progress=True, resume=False):
 
     Each logged row describes the weights after ``step`` updates: train/test loss and accuracy
     (whole splits), the AGE of the raw (untransformed) gradient of the training batch there,
-    the weight norm and the wall time so far. With ``out_dir``, ``config.toml`` is written first,
+    the weight norm, the wall time so far, a hold-out's test parts (:func:`part_columns`) and the
+    ``--measures``. The summary (:func:`summarize`) adds ``peak_rss_mib`` (:func:`peak_rss_mib`)
+    and ``build`` (:func:`neuralgrok.version.build_info`). With ``out_dir``, ``config.toml`` is written first,
     ``checkpoint.pt`` and ``metrics.csv`` every ``checkpoint_every`` steps, ``metrics.csv`` and
     ``summary.json`` at the end, each atomically. With ``resume``, training continues from
     ``out_dir``'s checkpoint (if it has one), with the same metrics as an uninterrupted run.
@@ -335,6 +377,7 @@ def train(config, out_dir=None, progress=True, resume=False):
     with cpu_threads(config.threads):
         model, optimizer, history, wall_time_s = _optimise(config, progress, out_dir, resume)
     summary = summarize(config, history, wall_time_s)
+    summary.update(peak_rss_mib=peak_rss_mib(), build=build_info())
     if out_dir is not None:
         atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -401,32 +444,69 @@ def cpu_threads(count):
         torch.set_num_threads(before)
 
 
-def split_outer(inputs, labels, n_outer):
-    """Move the first ``n_outer`` examples of the (shuffled) training split to the outer split:
-    ``(train_inputs, train_labels), (outer_inputs, outer_labels)``."""
-    return (inputs[n_outer:], labels[n_outer:]), (inputs[:n_outer], labels[:n_outer])
+class Evaluator:
+    """Loss and accuracy of the logged splits by one no-grad pass over all of them: ``train``
+    (unless ``train_from_step``: a full-batch step's own forward gives it), ``test`` and its named
+    parts (columns ``test_<part>_loss`` / ``_accuracy``), and with ``all_pairs`` the outer split too
+    (no columns), so that the logits cover every example of the task. The forward runs in chunks of
+    :data:`EVAL_CHUNK` examples: one forward over 9,409 examples of the 2 x 128 transformer took 2-4x
+    as long as chunks of 2,048 (the activations no longer fit the caches)."""
+
+    def __init__(self, data, loss, train_from_step, all_pairs):
+        splits = ([] if train_from_step else [("train", data.train)]) + [("test", data.test)]
+        if all_pairs and data.outer is not None:
+            splits.append(("outer", data.outer))
+        self.inputs = torch.cat([split.inputs for _, split in splits])
+        self.labels = torch.cat([split.labels for _, split in splits])
+        self.loss = loss
+        self.spans, start = {}, 0  # column prefix -> rows
+        for name, split in splits:
+            if name == "test":
+                part_start = start
+                for part_name, part in data.test_parts.items():
+                    self.spans[f"test_{part_name}"] = slice(part_start, part_start + len(part))
+                    part_start += len(part)
+            if name != "outer":
+                self.spans[name] = slice(start, start + len(split))
+            start += len(split)
+
+    @torch.no_grad()
+    def __call__(self, model):
+        """``({prefix_loss, prefix_accuracy: float}, logits)``; NaN for an empty part."""
+        was_training = model.training
+        model.eval()
+        try:
+            logits = torch.cat([model(chunk) for chunk in self.inputs.split(EVAL_CHUNK)])
+        finally:
+            model.train(was_training)
+        losses = example_losses(logits, self.labels, self.loss)
+        correct = (logits.argmax(dim=-1) == self.labels).to(losses.dtype)
+        values = torch.stack([torch.stack([losses[rows].mean(), correct[rows].mean()])
+                              for rows in self.spans.values()]).tolist()  # one host transfer
+        metrics = {}
+        for prefix, (loss, accuracy_) in zip(self.spans, values):
+            metrics[f"{prefix}_loss"], metrics[f"{prefix}_accuracy"] = loss, accuracy_
+        return metrics, logits
 
 
 def _optimise(config, progress, out_dir=None, resume=False):
     """The training loop; returns ``(model, optimizer, history, wall time in seconds)``."""
     seed_everything(config.seed)
     device = torch.device(config.device)
-    data = modular_task(config.task, config.p, config.train_fraction, config.seed)
-    train_inputs, train_labels = data.train_inputs.to(device), data.train_labels.to(device)
-    test_inputs, test_labels = data.test_inputs.to(device), data.test_labels.to(device)
-    outer = None
-    if uses_outer_split(config):
-        n_all = len(data.train_labels) + len(data.test_labels)
-        n_outer = max(1, round(config.outer_fraction * n_all))
-        (train_inputs, train_labels), outer = split_outer(train_inputs, train_labels, n_outer)
-    model = Transformer(data.vocab_size, data.num_classes, data.sequence_length,
-                        width=config.width, depth=config.depth, heads=config.heads).to(device)
-    base_optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                       weight_decay=config.weight_decay)
-    optimizer = METHODS[config.method](base_optimizer, model, config, outer)
+    with_outer = uses_outer_split(config)
+    data = build_data(config, with_outer).to(device)
+    model = build_model(config, data.layout, data.sequence_length).to(device)
+    base_optimizer = build_base_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    optimizer = METHODS[config.method](base_optimizer, model, config, data.outer if with_outer else None)
     warmup = torch.optim.lr_scheduler.LambdaLR(
         base_optimizer, lambda done: min((done + 1) / config.warmup_steps, 1.0) if config.warmup_steps else 1.0)
-    batches = TrainingBatches(train_inputs, train_labels, config.batch_size, config.seed)
+    batches = TrainingBatches(data.train.inputs, data.train.labels, config.batch_size, config.seed)
+    measure_names = config.measure_names()
+    # A full-batch step's forward is over the whole training set at the logged weights: its loss
+    # and accuracy are the train metrics, so evaluation only runs the other splits.
+    train_from_step = batches.whole and not needs_all_pairs(measure_names)
+    evaluator = Evaluator(data, config.loss, train_from_step, needs_all_pairs(measure_names))
+    columns = list(METRIC_COLUMNS) + part_columns(data.test_parts) + measure_names
 
     parts = {"model": model, "optimizer": optimizer, "warmup": warmup, "batches": batches}
     checkpoint = out_dir / CHECKPOINT if out_dir is not None and config.checkpoint_every else None
@@ -442,22 +522,23 @@ def _optimise(config, progress, out_dir=None, resume=False):
         for step in range(first_step, config.steps + 1):
             inputs, labels = next(batches)
             log_now = step % config.eval_every == 0 or step == config.steps
-            grad_age = []
+            at_logged_weights = {}  # filled by the closure's first call
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
-                loss, _ = answer_loss(model, inputs, labels)
+                loss, logits = answer_loss(model, inputs, labels, config.loss)
                 loss.backward()
-                if log_now and not grad_age:
-                    grad_age.append(float(age(model)))
+                if log_now and not at_logged_weights:
+                    at_logged_weights["grad_age"] = float(age(model))
+                    if train_from_step:
+                        at_logged_weights.update(train_loss=loss.item(), train_accuracy=accuracy(logits, labels))
                 return loss
 
             if log_now:
-                train_loss, train_accuracy = evaluate(model, train_inputs, train_labels)
-                test_loss, test_accuracy = evaluate(model, test_inputs, test_labels)
+                evaluated, logits = evaluator(model)
                 norm = math.sqrt(progress_measures.weight_norm(model))  # the L2 norm, not its square
-                logged_measures = {name: float(LOGGED_MEASURES[name](model, config))
-                                   for name in config.measure_names()}
+                logged_measures = compute_measures(measure_names, MeasureInput(model, config, data, evaluator.inputs,
+                                                                               logits))
             if step == config.steps:
                 closure()
             else:
@@ -465,12 +546,12 @@ def _optimise(config, progress, out_dir=None, resume=False):
                 warmup.step()
                 bar.update()
             if log_now:
-                history.append({"step": step, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                                "test_loss": test_loss, "test_accuracy": test_accuracy,
-                                "grad_age": grad_age[0], "weight_norm": norm,
-                                "wall_time_s": time.perf_counter() - start, **logged_measures})
-                bar.set_postfix(train_acc=f"{train_accuracy:.3f}", test_acc=f"{test_accuracy:.3f}",
-                                train_loss=f"{train_loss:.2e}", test_loss=f"{test_loss:.2e}", refresh=False)
+                row = {"step": step, **at_logged_weights, **evaluated, "weight_norm": norm,
+                       "wall_time_s": time.perf_counter() - start, **logged_measures}
+                history.append({column: row[column] for column in columns})
+                bar.set_postfix(train_acc=f"{row['train_accuracy']:.3f}", test_acc=f"{row['test_accuracy']:.3f}",
+                                train_loss=f"{row['train_loss']:.2e}", test_loss=f"{row['test_loss']:.2e}",
+                                refresh=False)
             done = step + 1  # updates made so far
             if checkpoint is not None and done % config.checkpoint_every == 0 and done < config.steps:
                 save_checkpoint(checkpoint, config, done, parts, history, time.perf_counter() - start)

@@ -32,7 +32,8 @@ def test_run_help_lists_every_config_field_with_the_dataclass_default(capsys):
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     for config_field in dataclasses.fields(TrainConfig):
         assert "--" + config_field.name.replace("_", "-") in text
-    assert "--lr LR AdamW learning rate (default: 0.001)" in text
+    assert "--lr LR learning rate of the base optimizer (default: 0.001)" in text
+    assert "--model {transformer,nanda,mlp} transformer" in text
     assert "(default: 0.9 0.98)" in text
 
 

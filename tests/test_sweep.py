@@ -110,13 +110,16 @@ def test_bad_sweep_files_exit_2_and_write_nothing(tmp_path, text, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.toml"]
 
 
-def fake_run(directory, seed, method, steps_to, wall_time_s, steps=1000):
-    """A run directory by hand: ``steps_to`` maps a threshold (50, 90, 95, 99) to a step or None."""
+def fake_run(directory, seed, method, steps_to, wall_time_s, steps=1000, peak_rss_mib=None):
+    """A run directory by hand: ``steps_to`` maps a threshold (50, 90, 95, 99) to a step or None;
+    ``peak_rss_mib`` None leaves it out, as in runs written before it was recorded."""
     config = TrainConfig(method=method, seed=seed, steps=steps)
     directory.mkdir(parents=True)
     (directory / "config.toml").write_text(to_toml(config.to_dict()))
     summary = {"method": method, "steps": steps, "wall_time_s": wall_time_s,
                **{f"steps_to_test_{t}": steps_to.get(t) for t in (50, 90, 95, 99)}}
+    if peak_rss_mib is not None:
+        summary["peak_rss_mib"] = peak_rss_mib
     (directory / "summary.json").write_text(json.dumps(summary))
     history = [{"step": s, "train_loss": 1.0, "train_accuracy": 1.0, "test_loss": 1.0,
                 "test_accuracy": s / steps, "grad_age": 0.5, "weight_norm": 1.0, "wall_time_s": 0.1}
@@ -129,8 +132,8 @@ def test_compare_medians_and_ranges_count_unreached_thresholds(tmp_path):
     fake_run(sweep_dir / "a0", 0, "baseline", {50: 100, 90: 300, 95: 600, 99: None}, 10.0)
     fake_run(sweep_dir / "a1", 1, "baseline", {50: 200, 90: 500, 95: None, 99: None}, 20.0)
     fake_run(sweep_dir / "a2", 2, "baseline", {50: 300, 90: 400, 95: 900, 99: None}, 40.0)
-    fake_run(tmp_path / "b0", 0, "grokfast-ema", {50: 50, 90: 80, 95: 90, 99: 990}, 5.0)
-    fake_run(tmp_path / "b1", 1, "grokfast-ema", {50: 70, 90: 100, 95: None, 99: None}, 7.0)
+    fake_run(tmp_path / "b0", 0, "grokfast-ema", {50: 50, 90: 80, 95: 90, 99: 990}, 5.0, peak_rss_mib=300.0)
+    fake_run(tmp_path / "b1", 1, "grokfast-ema", {50: 70, 90: 100, 95: None, 99: None}, 7.0, peak_rss_mib=320.0)
     (tmp_path / "unfinished").mkdir()
     (tmp_path / "unfinished" / "config.toml").write_text(to_toml(TrainConfig().to_dict()))
 
@@ -149,7 +152,7 @@ def test_compare_medians_and_ranges_count_unreached_thresholds(tmp_path):
     assert ema["steps_to_test_50_median"] == "60"
     assert ema["steps_to_test_99_median"] == ">995"  # mean of 990 and more than 1,000: a lower bound
     assert [base["wall_time_s_median"], ema["wall_time_s_median"]] == ["20.0", "6.0"]
-    assert base["peak_memory_mb_median"] == "-"
+    assert base["peak_rss_mib_median"] == "-" and ema["peak_rss_mib_median"] == "310"
 
     markdown = (tmp_path / "out" / "comparison.md").read_text()
     assert markdown == result.stdout.split("comparison.csv, ")[0]
@@ -157,6 +160,7 @@ def test_compare_medians_and_ranges_count_unreached_thresholds(tmp_path):
     assert len(lines) == 4 and all(line.startswith("|") and line.endswith("|") for line in lines)
     assert lines[0].split("|")[1].strip() == "method"
     assert "[600, >1000]" in lines[2]
+    assert "peak RSS (MiB)" in lines[0] and lines[3].split("|")[-2].strip() == "310"
     assert (tmp_path / "out" / "comparison_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,11 +6,14 @@ import os
 import pytest
 import torch
 
-from neuralgrok import NeuralGrok
+from neuralgrok import NeuralGrok, measures
 from neuralgrok.files import atomic_write, atomic_write_text, read_toml, to_toml
 from neuralgrok.grokfast import Grokfast
-from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, split_outer, summarize,
-                              summary_table, train, TrainingBatches)
+from neuralgrok.build import build_data
+from neuralgrok.models import EmbeddingMLP, NandaTransformer, evaluate
+from neuralgrok.tasks import all_examples, inner_outer_test_split
+from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, summarize, summary_table,
+                              train, TrainingBatches)
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)
@@ -169,11 +172,13 @@ def test_neuralgrok_method_holds_out_an_outer_split_and_saves_its_amplifier(tmp_
     assert all(torch.equal(saved[k], v) for k, v in transfer.optimizer.amplifier.state_dict().items())
 
 
-def test_split_outer_moves_the_first_examples():
-    inputs, labels = torch.arange(20).reshape(10, 2), torch.arange(10)
-    (train_inputs, train_labels), (outer_inputs, outer_labels) = split_outer(inputs, labels, 3)
-    assert outer_labels.tolist() == [0, 1, 2] and train_labels.tolist() == list(range(3, 10))
-    assert torch.equal(torch.cat([outer_inputs, train_inputs]), inputs)
+def test_neuralgrok_split_is_the_tasks_inner_outer_test_split():
+    config = TrainConfig(**dict(TINY, method="neuralgrok", outer_fraction=0.05))
+    data = build_data(config, with_outer=True)
+    inner, outer, test = inner_outer_test_split("a+b", 11, seed=0, inner_fraction=0.45, outer_fraction=0.05)
+    for got, expected in ((data.train, inner), (data.outer, outer), (data.test, test)):
+        assert torch.equal(got.inputs, expected.inputs) and torch.equal(got.labels, expected.labels)
+    assert (len(data.train), len(data.outer), len(data.test)) == (54, 6, 61)  # round(0.45 * 121), round(0.05 * 121)
 
 
 def test_neuralgrok_config_errors():
@@ -183,3 +188,76 @@ def test_neuralgrok_config_errors():
         TrainConfig(method="neuralgrok", outer_fraction=0.6, train_fraction=0.5)
     with pytest.raises(ValueError, match="amplifier_path"):
         TrainConfig(method="neuralgrok", amplifier_path="/nonexistent/amplifier.pt")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"model": "cnn"}, "model='cnn' is not one of"),
+    ({"layout": "nanda", "embedding_init": "onehot_fixed", "width": 64},
+     "embedding_init='onehot_fixed' needs width >= the vocabulary size 98"),
+    ({"operand_offset": 60}, "operand_offset=60 needs layout='nanda'"),
+    ({"split": "strip"}, "split='strip' needs holdout_k in 1..p-2"),
+    ({"holdout_k": 40}, "holdout_k=40 is set but split='random'"),
+    ({"split": "rectangle", "holdout_k": 3, "task": "a*c+b*d-e", "p": 7}, r"task='a\*c\+b\*d-e' has 5 operands"),
+    ({"split": "strip", "holdout_k": 40, "method": "neuralgrok"}, "outer split of split='random' only"),
+    ({"momentum": 0.9}, "momentum=0.9 is for optimizer='sgd'"),
+    ({"loss": "hinge"}, "loss='hinge' is not one of"),
+    ({"measures": "med,magic"}, r"measures \['magic'\] unknown; choose from \['excluded_loss'"),
+    ({"measures": "restricted_loss", "task": "a*b"}, "measure 'restricted_loss' does not apply: .*task='a\\*b'"),
+    ({"measures": "hidden_med"}, "measure 'hidden_med' does not apply: it needs model='mlp'.*for this config are"),
+])
+def test_invalid_combinations_name_the_fields(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
+
+
+def test_models_and_optimizers_are_the_configs():
+    result = train(TrainConfig(**dict(TINY, steps=2, eval_every=1, model="nanda", layout="nanda", mlp_width=16,
+                                      optimizer="sgd", momentum=0.5, lr=0.1)), progress=False)
+    assert isinstance(result.model, NandaTransformer) and result.model.blocks[0].mlp[0].out_features == 16
+    assert isinstance(result.optimizer, torch.optim.SGD) and result.optimizer.defaults["momentum"] == 0.5
+    adam = train(TrainConfig(**dict(TINY, steps=1, eval_every=1, optimizer="adam", weight_decay=0.1)), progress=False)
+    assert type(adam.optimizer) is torch.optim.Adam and adam.optimizer.defaults["weight_decay"] == 0.1
+
+
+def test_fixed_one_hot_embedding_stays_the_identity_and_hidden_med_is_logged():
+    config = TrainConfig(**dict(TINY, steps=3, eval_every=1, model="mlp", layout="nanda", embedding_init="onehot_fixed",
+                                mlp_width=16, measures="hidden_med,med", weight_decay=1.0))
+    result = train(config, progress=False)
+    assert isinstance(result.model, EmbeddingMLP)
+    assert torch.equal(result.model.token_embedding.weight, torch.eye(12, 32))  # vocabulary p + 1 = 12
+    assert all(row["med"] == pytest.approx(math.sqrt(2)) for row in result.history)
+    diagonal = torch.tensor([[i, i, 11] for i in range(11)])
+    expected = measures.hidden_layer_med(result.model.first_hidden, diagonal).value
+    assert result.history[-1]["hidden_med"] == pytest.approx(expected)
+    assert result.history[0]["hidden_med"] != result.history[-1]["hidden_med"]
+
+
+def test_med_measures_the_layouts_operand_ranges():
+    config = TrainConfig(**dict(TINY, steps=2, eval_every=2, model="nanda", layout="nanda", operand_offset=5,
+                                mlp_width=16, measures="med,weight_age"))
+    result = train(config, progress=False)
+    embedding = result.model.token_embedding.weight
+    assert result.history[-1]["med"] == pytest.approx(measures.med(embedding, 11, ranges=(0, 5)).value)
+    assert result.history[-1]["med"] != pytest.approx(measures.med(embedding, 11).value)
+    assert result.history[-1]["weight_age"] == pytest.approx(measures.weight_age(result.model))
+
+
+def test_full_batch_train_metrics_from_the_step_equal_an_evaluation():
+    result = train(TrainConfig(**dict(TINY, steps=30, eval_every=10, loss="mse")), progress=False)
+    data = build_data(result.config, with_outer=False)
+    loss, accuracy = evaluate(result.model, data.train.inputs, data.train.labels, loss="mse")
+    assert result.history[-1]["train_loss"] == pytest.approx(loss, rel=1e-5)
+    assert result.history[-1]["train_accuracy"] == accuracy
+
+
+def test_restricted_and_excluded_loss_use_every_pair():
+    config = TrainConfig(**dict(TINY, steps=2, eval_every=2, measures="restricted_loss,excluded_loss",
+                                method="neuralgrok", outer_fraction=0.05))
+    result = train(config, progress=False)
+    inputs, _ = all_examples("a+b", 11)
+    table = measures.logit_table(result.model.eval(), inputs, 11)
+    keys = measures.key_frequencies(measures.fourier_norms(result.model.token_embedding.weight, 11))
+    train_pairs = build_data(config, with_outer=True).train.inputs[:, :2]
+    assert result.history[-1]["restricted_loss"] == pytest.approx(measures.restricted_loss(table, keys), rel=1e-5)
+    assert result.history[-1]["excluded_loss"] == pytest.approx(measures.excluded_loss(table, keys, train_pairs),
+                                                                rel=1e-5)

@@ -1,0 +1,90 @@
+"""The shipped paper configs: each loads with ``neuralgrok run --config`` and runs end to end at
+reduced size, writing the columns and summary keys its setup calls for; the strip configs' splits
+have the paper's test-accuracy ceilings."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuralgrok import cli
+from neuralgrok.build import build_data
+from neuralgrok.files import read_toml
+from neuralgrok.tasks import unseen_first_operand_ceiling
+from neuralgrok.train import METRIC_COLUMNS, TEST_ACCURACY_THRESHOLDS, TrainConfig
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+NEURALGROK = ["add", "sub", "mul", "square_sub", "poly7"]
+GROKKING_INSIGHT = (["base_add", "base_sub", "base_x2xyy2", "mlp", "mse", "onehot", "toeplitz"]
+                    + [f"{shape}_k{k}" for shape in ("rectangle", "strip") for k in (40, 50, 60, 67)])
+SHIPPED = ([CONFIGS / "neuralgrok" / f"{name}.toml" for name in NEURALGROK]
+           + [CONFIGS / "grokking_insight" / f"{name}.toml" for name in GROKKING_INSIGHT])
+
+
+def test_the_shipped_configs_are_these():
+    found = sorted(CONFIGS.glob("neuralgrok/*.toml")) + sorted(CONFIGS.glob("grokking_insight/*.toml"))
+    assert sorted(found) == sorted(SHIPPED)
+
+
+REDUCED = ("steps", "eval_every", "checkpoint_every", "mlp_width", "amplifier_hidden", "width", "p")
+
+
+def reduced_flags(values):
+    """Flags shrinking a config to a few cheap steps: width 16 (with p = 11 where the one-hot or
+    Toeplitz embedding needs width >= vocabulary), p = 5 for NeuralGrok's five-operand task."""
+    flags = ["--steps", "2", "--eval-every", "2", "--checkpoint-every", "0", "--mlp-width", "16",
+             "--amplifier-hidden", "8", "--width", "16"]
+    if values.get("embedding_init", "default") not in ("default", "gaussian"):
+        flags += ["--p", "11"]
+    if values["task"] == "a*c+b*d-e":  # 12,348 examples at p = 7; 2,000 at p = 5
+        flags += ["--p", "5"]
+    return flags
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: f"{path.parent.name}/{path.stem}")
+def test_config_runs_end_to_end_at_reduced_size(path, tmp_path, capsys):
+    values = read_toml(path)
+    out = tmp_path / "run"
+    assert cli.main(["run", "--config", str(path), *reduced_flags(values), "--quiet", "--out", str(out)]) == 0
+    assert "memorised" in capsys.readouterr().out
+    config = TrainConfig.from_toml(out / "config.toml")
+    kept = {key: value for key, value in TrainConfig.typed_values(values).items() if key not in REDUCED}
+    assert {key: getattr(config, key) for key in kept} == kept
+    assert config.steps == 2
+
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    parts = ["test_held_loss", "test_held_accuracy", "test_rest_loss", "test_rest_accuracy"]
+    expected_columns = list(METRIC_COLUMNS) + (parts if config.split != "random" else []) + config.measure_names()
+    assert list(rows[0]) == expected_columns
+    assert [int(row["step"]) for row in rows] == [0, 2]
+
+    summary = json.loads((out / "summary.json").read_text())
+    for threshold in TEST_ACCURACY_THRESHOLDS:
+        assert f"steps_to_test_{round(threshold * 100)}" in summary
+    assert summary["peak_rss_mib"] > 0 and summary["build"]["torch_version"] == torch.__version__
+    if config.split != "random":
+        assert all(f"final_{part}" in summary for part in parts)
+        data = build_data(config, with_outer=False)
+        held, rest = len(data.test_parts["held"]), len(data.test_parts["rest"])
+        last = {key: float(value) for key, value in rows[-1].items()}
+        if rest:  # the whole test accuracy is the size-weighted mean of its parts'
+            assert last["test_accuracy"] == pytest.approx(
+                (held * last["test_held_accuracy"] + rest * last["test_rest_accuracy"]) / (held + rest), abs=1e-6)
+        else:  # strip k = 67: every remaining pair trains
+            assert summary["final_test_rest_accuracy"] is None and last["test_accuracy"] == last["test_held_accuracy"]
+    if config.method == "neuralgrok":
+        assert (out / "amplifier.pt").is_file()
+
+
+@pytest.mark.parametrize("k, ceiling", [(40, 0.396), (50, 0.249), (60, 0.102), (67, 0.0)])
+def test_strip_configs_have_the_papers_test_accuracy_ceilings(k, ceiling):
+    config = TrainConfig.from_toml(CONFIGS / "grokking_insight" / f"strip_k{k}.toml")
+    data = build_data(config, with_outer=False)
+    assert len(data.train) == min(2822, (96 - k) * 97)  # k = 67: all 2,813 remaining pairs train
+    assert unseen_first_operand_ceiling(data) == pytest.approx(ceiling, abs=5e-4)
+    held_first = data.test_parts["held"].inputs[:, 0]
+    assert len(held_first) == (k + 1) * 97 and held_first.max() == k
+    assert data.train.inputs[:, 0].min() == k + 1  # no first operand 0..k trains
+    assert data.train.inputs[:, 1].min() >= 60  # second operands are shifted by the offset
