@@ -1,53 +1,71 @@
-"""Wrap an existing AdamW training loop with NeuralGrok: the three lines marked ``# NeuralGrok``.
+"""Wrap an existing training loop with NeuralGrok: the three lines marked ``# NeuralGrok``.
 
-The same loop runs twice on a+b mod 47 (the demo's task and model), once as it was and once
-wrapped, and prints the steps each needed to reach 95% test accuracy:
+The same loop (a+b mod 47, the demo's 1-layer width-64 transformer, batches of 512) runs as it was
+and wrapped, and prints the step at which each first reached 95% test accuracy (checked every 50
+steps). Two ablations say where a difference comes from: the loop with its gradients clipped to
+global norm 1.0 (NeuralGrok's default clipping, without the amplifier), and NeuralGrok with its
+amplifier frozen at initialisation (its transform is then close to per-tensor normalisation).
 
-    .venv/bin/python examples/wrap_adamw.py [--steps 4000] [--seed 0]
+    .venv/bin/python examples/wrap_adamw.py                                   # AdamW, lr 1e-3, wd 1.0
+    .venv/bin/python examples/wrap_adamw.py --optimizer sgd --lr 0.3 --weight-decay 1e-3 --steps 3000
 """
 import argparse
 
 import torch
 
-from neuralgrok import NeuralGrok, models, tasks
+from neuralgrok import NeuralAmplifier, NeuralGrok, models, tasks
+
+VARIANTS = ("as is", "clipped to norm 1", "NeuralGrok", "NeuralGrok, frozen amplifier")
 
 
-def train(wrap, steps, seed):
+def base_optimizer(name, params, lr, weight_decay):
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+def train(variant, args, seed):
     torch.manual_seed(seed)
-    data = tasks.modular_task("a+b", 47, train_fraction=0.5, seed=seed)
-    x, y = data.train_inputs, data.train_labels
-    model = models.Transformer(data.vocab_size, data.num_classes, data.sequence_length, width=64, depth=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
-    if wrap:
-        (x_outer, y_outer), (x, y) = (x[:22], y[:22]), (x[22:], y[22:])  # NeuralGrok: 1% of all pairs held out
-        opt = NeuralGrok(opt, outer_closure=lambda: models.answer_loss(model, x_outer, y_outer)[0])  # NeuralGrok
+    inner, outer, test = tasks.inner_outer_test_split("a+b", 47, seed)  # 49% / 1% / 50% of all pairs
+    model = models.Transformer(47 + 4, 47, inner.inputs.shape[1], width=64, depth=1)
+    opt = base_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
+    if variant.startswith("NeuralGrok"):
+        opt = NeuralGrok(opt, NeuralAmplifier((32,)), train_amplifier=variant == "NeuralGrok",  # NeuralGrok
+                         outer_closure=lambda: models.answer_loss(model, outer.inputs, outer.labels)[0])  # NeuralGrok
     batches = torch.Generator().manual_seed(seed)
-    for step in range(1, steps + 1):
-        batch = torch.randint(len(y), (512,), generator=batches)
+    for step in range(1, args.steps + 1):
+        batch = torch.randint(len(inner), (512,), generator=batches)
 
         def closure():
             opt.zero_grad()
-            loss = models.answer_loss(model, x[batch], y[batch])[0]
+            loss = models.answer_loss(model, inner.inputs[batch], inner.labels[batch])[0]
             loss.backward()
+            if variant == "clipped to norm 1":
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             return loss
 
         opt.step(closure)  # NeuralGrok: step with a closure (it recomputes the gradient for its meta step)
-        if step % 50 == 0:
-            test_accuracy = models.evaluate(model, data.test_inputs, data.test_labels)[1]
-            if test_accuracy >= 0.95:
-                return step
+        if step % 50 == 0 and models.evaluate(model, test.inputs, test.labels)[1] >= 0.95:
+            return step
     return None
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                        help="the loop's optimizer (SGD with momentum 0.9)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for name, wrap in (("AdamW", False), ("NeuralGrok(AdamW)", True)):
-        reached = train(wrap, args.steps, args.seed)
-        print(f"{name:>18}: 95% test accuracy " + (f"at step {reached}" if reached else f"not reached in {args.steps} steps"))
+    print(f"{args.optimizer}, lr {args.lr}, weight decay {args.weight_decay}: step of 95% test accuracy "
+          f"('-' = not within {args.steps} steps), seeds {args.seeds}")
+    for variant in args.variants:
+        reached = [train(variant, args, seed) for seed in args.seeds]
+        print(f"{variant:>30}: " + "  ".join(f"{r:,}" if r else "-" for r in reached), flush=True)
 
 
 if __name__ == "__main__":
