@@ -14,20 +14,33 @@ inner / outer / test with :func:`neuralgrok.tasks.inner_outer_test_split` (the o
 ``"strip"`` are Gu et al.'s hold-outs (:func:`neuralgrok.tasks.hold_out_split`) with ``holdout_k``,
 training on the first ``int(train_fraction * N)`` shuffled remaining pairs (0.3 gives the paper's
 2,822 at p = 97) and reporting the held block and the rest as named test parts.
+
+``task="polygons"`` is Gu et al.'s image task instead (:mod:`neuralgrok.polygons`, ``image_size``,
+``faithful``; ``image_count`` > 0 keeps a seeded subset of the images for quick runs), with
+``model="resnet18"``: no tokens, so ``p``, the layout and the token models' size fields do not apply.
 """
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 
+from . import polygons
 from .models import EMBEDDINGS, LOSSES, EmbeddingMLP, NandaTransformer, Transformer
 from .tasks import (OPERATIONS, Split, TokenLayout, hold_out_split, inner_outer_test_split, modular_task,
                     number_of_examples, task_problems, token_layout)
 
-MODELS = ("transformer", "nanda", "mlp")
+POLYGONS = "polygons"  # the image task; every other task is a modular operation
+TASKS = tuple(sorted(OPERATIONS)) + (POLYGONS,)
+MODELS = ("transformer", "nanda", "mlp", "resnet18")
 SPLITS = ("random", "rectangle", "strip")
 EMBEDDING_INITS = ("default",) + EMBEDDINGS  # "default": the model's own (N(0, 1) for "transformer")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+EVAL_CHUNK = 2048  # token sequences per evaluation forward (see eval_chunk)
+# The fields of one kind of task, with the values the other kind must leave them at.
+TOKEN_DEFAULTS = {"layout": "neuralgrok", "operand_offset": 0, "split": "random", "holdout_k": 0,
+                  "embedding_init": "default"}
+IMAGE_DEFAULTS = {"image_size": 64, "faithful": False, "image_count": 0, "weights_path": ""}
 
 
 @dataclass
@@ -35,7 +48,7 @@ class RunData:
     """The splits a run trains and evaluates on. ``test_parts`` names consecutive parts of ``test``
     (in order; together they are ``test``), e.g. a hold-out's ``held`` block and ``rest``."""
 
-    layout: TokenLayout
+    layout: Optional[TokenLayout]  # None for the polygon images
     train: Split
     test: Split
     outer: Optional[Split] = None
@@ -60,6 +73,8 @@ def hold_out_train_count(config):
 
 def build_data(config, with_outer):
     """The config's :class:`RunData` (on the CPU); ``with_outer``: hold out NeuralGrok's outer split."""
+    if config.task == POLYGONS:
+        return _polygon_data(config)
     if config.split == "random" and with_outer:
         inner, outer, test = inner_outer_test_split(
             config.task, config.p, config.seed, inner_fraction=config.train_fraction - config.outer_fraction,
@@ -76,8 +91,20 @@ def build_data(config, with_outer):
     return RunData(split.layout, split.train, split.test, test_parts={"held": split.held, "rest": split.rest})
 
 
+def _polygon_data(config):
+    train_x, train_y, test_x, test_y = polygons.polygon_split(config.image_size, config.train_fraction,
+                                                              config.seed, config.faithful)
+    if config.image_count:  # prefixes of the shuffled split: a seeded random subset of each side
+        n_train = round(config.train_fraction * config.image_count)
+        train_x, train_y = train_x[:n_train], train_y[:n_train]
+        test_x, test_y = test_x[:config.image_count - n_train], test_y[:config.image_count - n_train]
+    return RunData(None, Split(train_x, train_y), Split(test_x, test_y))
+
+
 def build_model(config, layout, sequence_length):
     """The config's model for ``layout``'s vocabulary, drawn from the global torch RNG."""
+    if config.model == "resnet18":
+        return polygons.resnet18(weights_path=config.weights_path or None)
     common = dict(init_scale=config.init_scale, embedding_seed=config.seed)
     embedding = None if config.embedding_init == "default" else config.embedding_init
     if config.model == "transformer":
@@ -89,6 +116,21 @@ def build_model(config, layout, sequence_length):
                                 embedding=embedding or "gaussian", **common)
     return EmbeddingMLP(layout.vocab_size, config.p, sequence_length, width=config.width, hidden=config.mlp_width,
                         embedding=embedding or "gaussian", **common)
+
+
+def eval_chunk(config):
+    """Examples per evaluation forward: 2,048 token sequences, or images of 2^18 pixels in all (64 at
+    64 px): ResNet-18's first activation holds 16 floats per input pixel, and on our CPU chunks of
+    32-64 images at 64 px evaluated 1.5-4x as fast as chunks of 512-2,048."""
+    if config.task == POLYGONS:
+        return max(1, 2 ** 18 // config.image_size ** 2)
+    return EVAL_CHUNK
+
+
+def depends_on_mode(model):
+    """Whether ``model`` computes differently in training mode (batch norm, dropout)."""
+    return any(isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd))
+               for module in model.modules())
 
 
 def build_base_optimizer(config, parameters):
@@ -110,7 +152,14 @@ def _choice_problems(config):
 def build_problems(config, with_outer):
     """What is wrong with the config's data, model and optimizer fields, as messages naming the
     fields (empty if nothing)."""
-    problems = _choice_problems(config)
+    problems = _choice_problems(config) + _optimizer_problems(config)
+    if (config.task == POLYGONS) != (config.model == "resnet18"):
+        problems.append(f"task={config.task!r} and model={config.model!r} do not go together: "
+                        f"model='resnet18' is for task='polygons' and only it")
+    if config.task == POLYGONS:
+        return problems + _polygon_problems(config, with_outer)
+    problems += [f"{name}={getattr(config, name)!r} is for task='polygons'"
+                 for name, default in IMAGE_DEFAULTS.items() if getattr(config, name) != default]
     if config.operand_offset and config.layout != "nanda":
         problems.append(f"operand_offset={config.operand_offset} needs layout='nanda' (got {config.layout!r})")
     elif config.operand_offset < 0:
@@ -127,6 +176,11 @@ def build_problems(config, with_outer):
         problems.append(f"init_scale={config.init_scale} must be positive")
     if config.mlp_width < 1:
         problems.append(f"mlp_width={config.mlp_width} must be at least 1")
+    return problems + _split_problems(config, with_outer)
+
+
+def _optimizer_problems(config):
+    problems = []
     if config.weight_decay < 0:
         problems.append(f"weight_decay={config.weight_decay} must not be negative")
     if not 0.0 <= config.momentum < 1.0:
@@ -134,7 +188,28 @@ def build_problems(config, with_outer):
     elif config.momentum and config.optimizer != "sgd":
         problems.append(f"momentum={config.momentum} is for optimizer='sgd' (got {config.optimizer!r}; "
                         f"adam and adamw take betas)")
-    return problems + _split_problems(config, with_outer)
+    return problems
+
+
+def _polygon_problems(config, with_outer):
+    problems = [f"{name}={getattr(config, name)!r} is for the modular tasks' tokens; task='polygons' "
+                f"takes {name}={default!r}" for name, default in TOKEN_DEFAULTS.items()
+                if getattr(config, name) != default]
+    if not 0 <= config.image_count <= polygons.NUM_IMAGES:
+        problems.append(f"image_count={config.image_count} must be in 0..{polygons.NUM_IMAGES} (0 = all)")
+    checks = (lambda: polygons.split_indices(config.image_count or polygons.NUM_IMAGES, config.train_fraction),
+              lambda: polygons.check_image_size(config.image_size))
+    for check in checks:
+        try:
+            check()
+        except (TypeError, ValueError) as error:
+            problems.append(str(error))
+    if config.weights_path and not Path(config.weights_path).is_file():
+        problems.append(f"weights_path={config.weights_path!r} is not a file")
+    if with_outer:
+        problems.append("method='neuralgrok' trains its amplifier on an outer split of a modular task; "
+                        "task='polygons' has none (set amplifier_path to use a trained amplifier)")
+    return problems
 
 
 def _split_problems(config, with_outer):

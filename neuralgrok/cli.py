@@ -4,6 +4,7 @@
     neuralgrok demo --out runs/demo [--steps N] [--quiet]
     neuralgrok run --task a*b --p 97 --method grokfast-ema --steps 5000 --out runs/ab97
     neuralgrok run --config configs/demo.toml --method neuralgrok --out runs/demo-ng
+    neuralgrok run --task polygons --model resnet18 --optimizer adam --weight-decay 1e-4 --batch-size 200 --out runs/poly
     neuralgrok run --resume runs/ab97
     neuralgrok sweep configs/sweep-demo.toml [--jobs N] [--dry-run]     (see neuralgrok.sweep)
     neuralgrok compare runs/sweep-demo [runs/other ...] [--out DIR]      (see neuralgrok.compare)
@@ -26,16 +27,16 @@ import typing
 from pathlib import Path
 
 from .allocator import keep_freed_memory
-from .build import EMBEDDING_INITS, MODELS, OPTIMIZERS, SPLITS
+from .build import EMBEDDING_INITS, MODELS, OPTIMIZERS, SPLITS, TASKS
 from .models import LOSSES
 from .optimizer import META_MODES
-from .tasks import LAYOUTS, OPERATIONS
+from .tasks import LAYOUTS
 from .version import version_text
 from .files import read_toml
 from .train import METHODS, TrainConfig, resume, summary_table, train
 
 
-CHOICES = {"task": lambda: sorted(OPERATIONS), "method": lambda: sorted(METHODS), "layout": lambda: LAYOUTS,
+CHOICES = {"task": lambda: TASKS, "method": lambda: sorted(METHODS), "layout": lambda: LAYOUTS,
            "split": lambda: SPLITS, "model": lambda: MODELS, "embedding_init": lambda: EMBEDDING_INITS,
            "loss": lambda: LOSSES, "optimizer": lambda: OPTIMIZERS, "meta_mode": lambda: META_MODES}
 

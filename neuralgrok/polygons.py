@@ -38,6 +38,9 @@ Example (the paper's recipe: Adam lr 1e-3, weight decay 1e-4, batch 200)::
     train_x, train_y, test_x, test_y = polygon_split(image_size=64, train_fraction=0.25, seed=0)
     model = resnet18()                       # (batch, 3, 64, 64) -> (batch, 47) logits
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+The runner trains it as ``neuralgrok run --task polygons --model resnet18 ...``; the paper's setup is
+``neuralgrok run --config configs/grokking_insight/polygons_resnet18.toml --out runs/gi-polygons``.
 """
 import hashlib
 import itertools
@@ -55,6 +58,7 @@ from .files import atomic_write, atomic_write_text
 GENERATOR_VERSION = 1
 SIDES = (0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 CELLS = 4
+NUM_IMAGES = len(SIDES) ** CELLS  # 14,641: every ordered combination
 # class index -> total sides: 0, 3, 4, ..., 48
 CLASS_SIDES = (0,) + tuple(range(min(SIDES[1:]), max(SIDES) * CELLS + 1))
 NUM_CLASSES = len(CLASS_SIDES)  # 47
@@ -92,7 +96,7 @@ def draw(cell_sides, image_size=64, faithful=False):
     """One image as an ``(S, S)`` uint8 array (255 white, 0 black) for 4 cell contents."""
     from PIL import Image, ImageDraw
 
-    _check_image_size(image_size)
+    check_image_size(image_size)
     image = Image.new("L", (image_size, image_size), 255)
     pen = ImageDraw.Draw(image)
     for cell, sides in enumerate(cell_sides):
@@ -111,7 +115,7 @@ def generate_images(image_size=64, faithful=False, progress=True):
     """Draw all 14,641 images: ``(14641, S, S)`` uint8, in :func:`combinations` order."""
     from tqdm import tqdm
 
-    _check_image_size(image_size)
+    check_image_size(image_size)
     contents = combinations()
     images = np.empty((len(contents), image_size, image_size), dtype=np.uint8)
     for index, cell_sides in enumerate(tqdm(contents, desc=f"drawing polygons {image_size}px",
@@ -139,7 +143,7 @@ def cache_path(image_size=64, faithful=False, cache_dir=None):
 def load_images(image_size=64, faithful=False, cache_dir=None, progress=True):
     """All images ``(14641, S, S)`` uint8, from the cache when it holds a verified copy, else drawn and
     cached (see the module docstring)."""
-    _check_image_size(image_size)
+    check_image_size(image_size)
     path = cache_path(image_size, faithful, cache_dir)
     if path.exists():
         images, problem = _read_verified(path, image_size)
@@ -243,7 +247,7 @@ def _read_verified(path, image_size):
         images = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         return None, f"unreadable ({error})"
-    expected_shape = (len(SIDES) ** CELLS, image_size, image_size)
+    expected_shape = (NUM_IMAGES, image_size, image_size)
     if images.dtype != np.uint8 or images.shape != expected_shape:
         return None, f"holds {images.dtype} {images.shape}, not uint8 {expected_shape}"
     if record.get("sha256") != _sha256(images):
@@ -255,7 +259,8 @@ def _sha256(array):
     return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
 
 
-def _check_image_size(image_size):
+def check_image_size(image_size):
+    """TypeError or ValueError unless ``image_size`` is an even int of at least :data:`MIN_IMAGE_SIZE`."""
     if isinstance(image_size, bool) or not isinstance(image_size, int):
         raise TypeError(f"image_size must be an int, not {type(image_size).__name__}")
     if image_size < MIN_IMAGE_SIZE or image_size % 2:

@@ -21,13 +21,13 @@ from .tasks import OPERATIONS
 @dataclass
 class MeasureInput:
     """What a measure sees at a logged step: the model, the config, the run's data, and the
-    logits of the examples just evaluated (``inputs``; every pair of the task for a measure with
-    ``all_pairs``). Shared intermediate results are computed once per step."""
+    logits of the examples just evaluated (``inputs``: every pair of the task, given only when a
+    measure has ``all_pairs``). Shared intermediate results are computed once per step."""
 
     model: torch.nn.Module
     config: object
     data: object  # neuralgrok.build.RunData
-    inputs: torch.Tensor
+    inputs: Optional[torch.Tensor]
     logits: torch.Tensor
     _cache: Dict[str, object] = field(default_factory=dict)
 
@@ -88,12 +88,14 @@ def _needs_mlp_on_pairs(config):
 @dataclass(frozen=True)
 class Measure:
     """``compute(MeasureInput) -> float``; ``why_not(config)`` says why it does not apply (None: it
-    does); ``all_pairs``: it needs the logits of every pair of the task."""
+    does); ``all_pairs``: it needs the logits of every pair of the task; ``tokens``: it needs a
+    modular task (token embeddings), not the polygon images."""
 
     help: str
     compute: Callable[[MeasureInput], float]
     why_not: Callable[[object], Optional[str]] = lambda config: None
     all_pairs: bool = False
+    tokens: bool = True
 
 
 MEASURES = {
@@ -116,8 +118,14 @@ MEASURES = {
                                                                  seen.data.layout.decode(seen.data.train.inputs)),
                              _needs_addition, all_pairs=True),
     "weight_age": Measure("AGE of the weights, -sum |w| log(|w| + 1e-8) (NeuralGrok's entropy, of the weights)",
-                          lambda seen: measures.weight_age(seen.model)),
+                          lambda seen: measures.weight_age(seen.model), tokens=False),
 }
+
+
+def _why_not(name, config):
+    if MEASURES[name].tokens and config.task not in OPERATIONS:
+        return f"it measures a modular task's tokens (got task={config.task!r})"
+    return MEASURES[name].why_not(config)
 
 
 def measure_problems(names, config):
@@ -125,9 +133,9 @@ def measure_problems(names, config):
     unknown = [name for name in names if name not in MEASURES]
     if unknown:
         return [f"measures {unknown} unknown; choose from {sorted(MEASURES)}"]
-    valid = sorted(name for name, measure in MEASURES.items() if measure.why_not(config) is None)
-    return [f"measure {name!r} does not apply: {MEASURES[name].why_not(config)}; the measures for this config "
-            f"are {valid}" for name in names if MEASURES[name].why_not(config) is not None]
+    valid = sorted(name for name in MEASURES if _why_not(name, config) is None)
+    return [f"measure {name!r} does not apply: {_why_not(name, config)}; the measures for this config "
+            f"are {valid}" for name in names if _why_not(name, config) is not None]
 
 
 def needs_all_pairs(names):

@@ -29,7 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .amplifier import NeuralAmplifier
-from .build import build_base_optimizer, build_data, build_model, build_problems
+from .build import (EVAL_CHUNK, build_base_optimizer, build_data, build_model, build_problems, depends_on_mode,
+                    eval_chunk)
 from .files import atomic_write, atomic_write_text, read_toml, remove_temporaries, to_toml
 from . import measures as progress_measures
 from .grokfast import Grokfast
@@ -44,7 +45,6 @@ METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_acc
 CHECKPOINT = "checkpoint.pt"
 TEST_ACCURACY_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 MEMORISATION_ACCURACY = 0.99
-EVAL_CHUNK = 2048  # examples per evaluation forward (see Evaluator)
 
 
 def option(default, help):
@@ -57,8 +57,9 @@ class TrainConfig:
     """Everything a run depends on; ``config.toml`` of a run is this, resolved."""
 
     # -- data ---------------------------------------------------------------------------------
-    task: str = option("a+b", "operation mod p")
-    p: int = option(97, "prime modulus")
+    task: str = option("a+b", "operation mod p, or polygons: Gu et al.'s polygon-counting images "
+                              "(model resnet18; see neuralgrok.polygons)")
+    p: int = option(97, "prime modulus (not for polygons)")
     layout: str = option("neuralgrok", "token layout: neuralgrok [a, b, op, =], power [a, op, b, =], "
                                        "nanda [a, b + operand_offset, =]")
     operand_offset: int = option(0, "nanda layout: token id of the second operand's residue 0 (Gu et al.'s "
@@ -69,10 +70,18 @@ class TrainConfig:
     train_fraction: float = option(0.5, "fraction of all examples used for training (for rectangle/strip: "
                                         "int(train_fraction * all) of the pairs not held out)")
     seed: int = option(0, "seeds the split, the initialisation and the batch order")
+    image_size: int = option(64, "polygons: image side in pixels, even, >= 16 (the paper: 224)")
+    faithful: bool = option(False, "polygons: draw three cells' polygons as the reference code does "
+                                   "(larger, rotated by pi; see neuralgrok.polygons)")
+    image_count: int = option(0, "polygons: use a seeded subset of this many of the 14,641 images "
+                                 "(train_fraction of them train), for quick runs; 0 = all")
     # -- model --------------------------------------------------------------------------------
     model: str = option("transformer", "transformer (Power et al./NeuralGrok, LayerNorm, GELU), nanda "
-                                       "(Nanda/Gu et al., no LayerNorm, ReLU) or mlp (Gu et al.'s MLP on "
-                                       "concatenated embeddings)")
+                                       "(Nanda/Gu et al., no LayerNorm, ReLU), mlp (Gu et al.'s MLP on "
+                                       "concatenated embeddings), or resnet18 (torchvision's, for polygons; "
+                                       "the size fields below do not apply to it)")
+    weights_path: str = option("", "resnet18: start from this local state dict (e.g. torchvision's "
+                                   "ImageNet weights) instead of a random init")
     width: int = option(128, "embedding width")
     depth: int = option(2, "number of transformer blocks (not mlp)")
     heads: int = option(4, "attention heads per block (not mlp)")
@@ -448,17 +457,20 @@ class Evaluator:
     """Loss and accuracy of the logged splits by one no-grad pass over all of them: ``train``
     (unless ``train_from_step``: a full-batch step's own forward gives it), ``test`` and its named
     parts (columns ``test_<part>_loss`` / ``_accuracy``), and with ``all_pairs`` the outer split too
-    (no columns), so that the logits cover every example of the task. The forward runs in chunks of
-    :data:`EVAL_CHUNK` examples: one forward over 9,409 examples of the 2 x 128 transformer took 2-4x
-    as long as chunks of 2,048 (the activations no longer fit the caches)."""
+    (no columns), so that the logits cover every example of the task (``inputs``, concatenated only
+    then). The forward runs in eval mode (batch norm's running statistics, no dropout), in chunks of
+    ``chunk`` examples: one forward over 9,409 examples of the 2 x 128 transformer took 2-4x as long
+    as chunks of 2,048 (the activations no longer fit the caches); images need smaller chunks
+    (:func:`neuralgrok.build.eval_chunk`)."""
 
-    def __init__(self, data, loss, train_from_step, all_pairs):
+    def __init__(self, data, loss, train_from_step, all_pairs, chunk=EVAL_CHUNK):
         splits = ([] if train_from_step else [("train", data.train)]) + [("test", data.test)]
         if all_pairs and data.outer is not None:
             splits.append(("outer", data.outer))
-        self.inputs = torch.cat([split.inputs for _, split in splits])
+        self.split_inputs = [split.inputs for _, split in splits]  # not concatenated: 720 MB of 64 px images
+        self.inputs = torch.cat(self.split_inputs) if all_pairs else None
         self.labels = torch.cat([split.labels for _, split in splits])
-        self.loss = loss
+        self.loss, self.chunk = loss, chunk
         self.spans, start = {}, 0  # column prefix -> rows
         for name, split in splits:
             if name == "test":
@@ -476,7 +488,7 @@ class Evaluator:
         was_training = model.training
         model.eval()
         try:
-            logits = torch.cat([model(chunk) for chunk in self.inputs.split(EVAL_CHUNK)])
+            logits = torch.cat([model(chunk) for inputs in self.split_inputs for chunk in inputs.split(self.chunk)])
         finally:
             model.train(was_training)
         losses = example_losses(logits, self.labels, self.loss)
@@ -503,9 +515,10 @@ def _optimise(config, progress, out_dir=None, resume=False):
     batches = TrainingBatches(data.train.inputs, data.train.labels, config.batch_size, config.seed)
     measure_names = config.measure_names()
     # A full-batch step's forward is over the whole training set at the logged weights: its loss
-    # and accuracy are the train metrics, so evaluation only runs the other splits.
-    train_from_step = batches.whole and not needs_all_pairs(measure_names)
-    evaluator = Evaluator(data, config.loss, train_from_step, needs_all_pairs(measure_names))
+    # and accuracy are the train metrics (where training mode computes what eval mode would), so
+    # evaluation only runs the other splits.
+    train_from_step = batches.whole and not needs_all_pairs(measure_names) and not depends_on_mode(model)
+    evaluator = Evaluator(data, config.loss, train_from_step, needs_all_pairs(measure_names), eval_chunk(config))
     columns = list(METRIC_COLUMNS) + part_columns(data.test_parts) + measure_names
 
     parts = {"model": model, "optimizer": optimizer, "warmup": warmup, "batches": batches}

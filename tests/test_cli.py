@@ -33,7 +33,8 @@ def test_run_help_lists_every_config_field_with_the_dataclass_default(capsys):
     for config_field in dataclasses.fields(TrainConfig):
         assert "--" + config_field.name.replace("_", "-") in text
     assert "--lr LR learning rate of the base optimizer (default: 0.001)" in text
-    assert "--model {transformer,nanda,mlp} transformer" in text
+    assert "--model {transformer,nanda,mlp,resnet18} transformer" in text
+    assert ",polygons}" in text and "--faithful, --no-faithful" in text
     assert "(default: 0.9 0.98)" in text
 
 

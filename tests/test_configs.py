@@ -16,7 +16,7 @@ from neuralgrok.train import METRIC_COLUMNS, TEST_ACCURACY_THRESHOLDS, TrainConf
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 NEURALGROK = ["add", "sub", "mul", "square_sub", "poly7"]
-GROKKING_INSIGHT = (["base_add", "base_sub", "base_x2xyy2", "mlp", "mse", "onehot", "toeplitz"]
+GROKKING_INSIGHT = (["base_add", "base_sub", "base_x2xyy2", "mlp", "mse", "onehot", "toeplitz", "polygons_resnet18"]
                     + [f"{shape}_k{k}" for shape in ("rectangle", "strip") for k in (40, 50, 60, 67)])
 SHIPPED = ([CONFIGS / "neuralgrok" / f"{name}.toml" for name in NEURALGROK]
            + [CONFIGS / "grokking_insight" / f"{name}.toml" for name in GROKKING_INSIGHT])
@@ -27,18 +27,22 @@ def test_the_shipped_configs_are_these():
     assert sorted(found) == sorted(SHIPPED)
 
 
-REDUCED = ("steps", "eval_every", "checkpoint_every", "mlp_width", "amplifier_hidden", "width", "p")
+REDUCED = ("steps", "eval_every", "checkpoint_every", "mlp_width", "amplifier_hidden", "width", "p", "image_size",
+           "image_count")
 
 
 def reduced_flags(values):
     """Flags shrinking a config to a few cheap steps: width 16 (with p = 11 where the one-hot or
-    Toeplitz embedding needs width >= vocabulary), p = 5 for NeuralGrok's five-operand task."""
+    Toeplitz embedding needs width >= vocabulary), p = 5 for NeuralGrok's five-operand task,
+    40 images of 16 pixels for the polygons."""
     flags = ["--steps", "2", "--eval-every", "2", "--checkpoint-every", "0", "--mlp-width", "16",
              "--amplifier-hidden", "8", "--width", "16"]
     if values.get("embedding_init", "default") not in ("default", "gaussian"):
         flags += ["--p", "11"]
     if values["task"] == "a*c+b*d-e":  # 12,348 examples at p = 7; 2,000 at p = 5
         flags += ["--p", "5"]
+    if values["task"] == "polygons":
+        flags += ["--image-size", "16", "--image-count", "40"]
     return flags
 
 
