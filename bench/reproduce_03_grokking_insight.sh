@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The data of notebooks/03_grokking_insight.ipynb (issue 6, not written yet): every sweep file configs/sweep-grokking-insight-*.toml,
-# each run and exported to results/<its out directory's name>. JOBS=2 runs two at a time.
+# The data of notebooks/03_grokking_insight.ipynb, at the reduced size its sweep files document: every
+# configs/sweep-grokking-insight-*.toml, run and exported to results/<its out directory's name>, then
+# `neuralgrok analyze` of each full run (MED against test loss), its analysis.csv copied beside the export.
+# JOBS=2 runs two at a time.
+#   bench/reproduce_03_grokking_insight.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shopt -s nullglob
 sweeps=(configs/sweep-grokking-insight-*.toml)
-if [ ${#sweeps[@]} -eq 0 ]; then
-  echo "no configs/sweep-grokking-insight-*.toml sweep files yet: notebooks/03_grokking_insight.ipynb is still to be written" >&2
-  exit 1
-fi
-exec bench/reproduce_sweeps.sh "${sweeps[@]}"
+bench/reproduce_sweeps.sh "${sweeps[@]}"
+for sweep in "${sweeps[@]}"; do
+  out=$(.venv/bin/python -c 'import sys; from neuralgrok.files import read_toml; print(read_toml(sys.argv[1])["out"])' "$sweep")
+  for run in "$out"/*/; do
+    .venv/bin/neuralgrok analyze "$run" > /dev/null
+    cp "$run/analysis.csv" "results/$(basename "$out")/$(basename "$run")/analysis.csv"
+  done
+done
