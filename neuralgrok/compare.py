@@ -31,7 +31,7 @@ from typing import Dict, List
 
 from .files import atomic_write_text, read_toml
 from .plots import plot_groups
-from .train import TEST_ACCURACY_THRESHOLDS, read_metrics
+from .train import TEST_ACCURACY_THRESHOLDS, TrainConfig, read_metrics
 
 THRESHOLD_KEYS = tuple(f"steps_to_test_{round(t * 100)}" for t in TEST_ACCURACY_THRESHOLDS)
 PEAK_MEMORY_KEY = "peak_rss_mib"
@@ -69,8 +69,11 @@ def load_runs(paths, warn=lambda text: print(text, file=sys.stderr)):
         if not (directory / "summary.json").is_file():
             warn(f"warning: {directory} has no summary.json (unfinished?); left out")
             continue
+        # Fields a run's config.toml lacks (written before they existed) are the defaults it ran
+        # with, so such runs group with newer ones of the same settings.
+        written = {**TrainConfig.defaults(), **read_toml(directory / "config.toml")}
         config = {key: tuple(value) if isinstance(value, list) else value  # hashable, for grouping
-                  for key, value in read_toml(directory / "config.toml").items()}
+                  for key, value in written.items()}
         runs.append(Run(directory, config, json.loads((directory / "summary.json").read_text()),
                         read_metrics(directory / "metrics.csv")))
     if not runs:

@@ -166,11 +166,17 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def defaults(cls):
+        """``{field: default}``: what a run whose ``config.toml`` lacks a field (one written before
+        the field existed) ran with."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    @classmethod
     def typed_values(cls, values):
         """``values`` (a TOML file's, say) checked against the fields' types: an int where a float
         is due becomes a float, a list a tuple. Raises ValueError naming every unknown or
         ill-typed key, with the valid keys or the expected type."""
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        defaults = cls.defaults()
         problems, typed = [], {}
         unknown = sorted(set(values) - set(defaults))
         if unknown:

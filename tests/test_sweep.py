@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from neuralgrok import compare, sweep
-from neuralgrok.files import to_toml
+from neuralgrok.files import read_toml, to_toml
 from neuralgrok.train import TrainConfig, metrics_csv
 
 
@@ -171,6 +171,18 @@ def test_compare_groups_by_every_field_but_the_seed(tmp_path):
     fields, groups = compare.group_runs(runs)
     assert fields == ["steps"]
     assert list(groups) == [(1000,), (2000,)]
+
+
+def test_compare_reads_a_field_an_older_config_toml_lacks_as_its_default(tmp_path):
+    fake_run(tmp_path / "old", 0, "baseline", {}, 1.0)
+    fake_run(tmp_path / "new", 1, "baseline", {}, 1.0)
+    older = read_toml(tmp_path / "old" / "config.toml")
+    del older["model"], older["optimizer"]  # written before these fields existed
+    (tmp_path / "old" / "config.toml").write_text(to_toml(older))
+    runs = compare.load_runs([tmp_path])
+    assert [run.config["model"] for run in runs] == ["transformer", "transformer"]
+    fields, groups = compare.group_runs(runs)
+    assert fields == [] and [len(group) for group in groups.values()] == [2]
 
 
 @pytest.mark.parametrize("args, message", [
