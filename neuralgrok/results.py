@@ -11,6 +11,7 @@ Commands::
 
     neuralgrok sweep configs/sweep-demo.toml                                      # the runs
     python -m neuralgrok.results export runs/sweep-demo results/sweep-demo         # their small copies
+    python -m neuralgrok.results table results/sweep-demo results/sweep-neuralgrok-tasks   # README's table
 
 Reading them back (a results directory is laid out like a sweep directory, so
 ``neuralgrok compare results/sweep-demo --out DIR`` works on it too)::
@@ -31,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import load_runs, median_steps, run_directories, steps_reached
+from .compare import PEAK_MEMORY_KEY, group_runs, load_runs, median_steps, run_directories, steps_reached
 from .files import atomic_write_text, read_toml, to_toml, toml_value
 from .sweep import SWEEP_KEYS, load_sweep, run_sweep
-from .train import MEMORISATION_ACCURACY, TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv, read_metrics
+from .tasks import OPERATIONS
+from .train import METHODS, MEMORISATION_ACCURACY, TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv, read_metrics
 
 DEFAULT_MAX_ROWS = 200
 COPIED_FILES = ("config.toml", "summary.json")  # copied verbatim; metrics.csv is downsampled
@@ -164,6 +166,60 @@ def cost_rows(runs, threshold=0.95, field="method"):
     return rows
 
 
+# Published steps to 95% test accuracy recorded in shared/papers.md, keyed by (task, method): Grokfast's
+# README, a*b mod 97 with 50% train (NeuralGrok's paper gives curves, not step counts).
+PUBLISHED_STEPS = {("a*b", "baseline"): "39,890 (Grokfast README, p 97, its setting)",
+                   ("a*b", "grokfast-ema"): "910 (Grokfast README, wd 0.005)",
+                   ("a*b", "grokfast-ma"): "790 (Grokfast README, wd 0.01)"}
+TABLE_KEY = ("task", "p", "weight_decay", "method")  # one row of the steps table per value
+
+
+def _count_text(pair):
+    value, unreached = pair
+    return f"> {value:,.0f}" if unreached else f"{value:,.0f}"
+
+
+def steps_table_rows(runs, thresholds=(0.95, 0.99)):
+    """The task x method table of README and BENCHMARKS.md: one row per (task, p, weight decay, method),
+    in the registries' order of tasks and methods. Each has the median steps to each threshold with every
+    seed's step ("-": never reached; a median counting one is a lower bound, "> budget"), the median
+    seconds to the first threshold, the median peak RSS and the published number where one exists.
+
+    Runs of one row must differ only in their seed: a ``ValueError`` names the other fields."""
+    groups = {}
+    for run in sorted(runs, key=lambda run: run.config.get("seed", 0)):
+        groups.setdefault(tuple(run.config[key] for key in TABLE_KEY), []).append(run)
+    tasks, methods = list(OPERATIONS), list(METHODS)
+    rows = []
+    for (task, p, weight_decay, method), group in sorted(groups.items(), key=lambda item: (
+            tasks.index(item[0][0]) if item[0][0] in tasks else len(tasks), item[0][0], item[0][1], -item[0][2],
+            methods.index(item[0][3]) if item[0][3] in methods else len(methods), item[0][3])):
+        fields, _ = group_runs(group)
+        if fields:
+            raise ValueError(f"the runs of {task} mod {p}, weight decay {weight_decay:g}, {method} also differ "
+                             f"in {', '.join(fields)}: one setting per row")
+        row = {"task": f"{task} mod {p}", "weight decay": f"{weight_decay:g}", "method": method,
+               "seeds": len(group)}
+        for threshold in thresholds:
+            key = steps_key(threshold)
+            per_seed = " / ".join("-" if run.summary.get(key) is None else f"{run.summary[key]:,}" for run in group)
+            row[f"steps to {threshold:.0%}: median (per seed)"] = \
+                f"{_count_text(median_steps(steps_reached(group, key)))} ({per_seed})"
+        row[f"seconds to {thresholds[0]:.0%}: median"] = _count_text(median_seconds_to(group, thresholds[0]))
+        memory = [run.summary.get(PEAK_MEMORY_KEY) for run in group]
+        row["peak RSS (MiB): median"] = "-" if None in memory else f"{statistics.median(memory):,.0f}"
+        row["published"] = PUBLISHED_STEPS.get((task, method), "-")
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows):
+    """``rows`` (dicts with the same keys) as a GitHub Markdown table."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(str(value).replace("|", r"\|") for value in row.values()) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def sweep_text(out, base, grid):
     """A sweep file's text (``out``, ``[base]``, ``[grid]``), readable by :func:`neuralgrok.sweep.load_sweep`."""
     return f"out = {toml_value(str(out))}\n[base]\n{to_toml(base)}[grid]\n{to_toml(grid)}"
@@ -202,8 +258,13 @@ def main(argv=None):
     export.add_argument("dest", help="results directory, e.g. results/sweep-demo")
     export.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
                         help=f"metrics rows kept per run (default: {DEFAULT_MAX_ROWS})")
+    table = commands.add_parser("table", help="print the task x method steps-to-grok table (Markdown)")
+    table.add_argument("results", nargs="+", help="results or sweep directories, e.g. results/sweep-demo")
     arguments = parser.parse_args(argv)
     try:
+        if arguments.command == "table":
+            print(markdown_table(steps_table_rows(load_runs(arguments.results))), end="")
+            return 0
         written = export_runs(arguments.runs, arguments.dest, arguments.max_rows)
     except (ValueError, TypeError) as error:
         parser.error(str(error))  # exits with status 2

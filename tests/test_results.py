@@ -132,3 +132,33 @@ def test_export_command_exits_2_naming_a_directory_without_runs(tmp_path, capsys
         results.main(["export", str(tmp_path), str(tmp_path / "results")])
     assert exit_info.value.code == 2
     assert "neither a run directory nor a directory of runs" in capsys.readouterr().err
+
+
+def test_steps_table_rows_orders_by_registry_and_marks_unreached_medians(tmp_path, capsys):
+    # a*b (listed after a+b in the task registry) written first; baseline after grokfast-ma.
+    for task, method, seed, grok_at, never_above in [("a*b", "grokfast-ma", 0, 2_445, 1.0),
+                                                     ("a*b", "baseline", 0, 12_445, 1.0),
+                                                     ("a*b", "baseline", 1, 13_445, 0.97),
+                                                     ("a*b", "baseline", 2, 14_445, 0.97),
+                                                     ("a+b", "baseline", 0, 5_445, 1.0)]:
+        config = TrainConfig(task=task, steps=20_000, method=method, seed=seed)
+        write_run(tmp_path / f"{task}-{method}-{seed}", config, grokking_history(grok_at=grok_at, never_above=never_above))
+    rows = results.steps_table_rows(results.load(tmp_path))
+    assert [(row["task"], row["method"], row["seeds"]) for row in rows] == [
+        ("a+b mod 97", "baseline", 1), ("a*b mod 97", "baseline", 3), ("a*b mod 97", "grokfast-ma", 1)]
+    baseline = rows[1]
+    # Every seed reaches 95%; only seed 0 reaches 99%, so that median is a 20,000-step budget: a lower bound.
+    assert baseline["steps to 95%: median (per seed)"] == "14,330 (13,330 / 14,330 / 15,330)"
+    assert baseline["steps to 99%: median (per seed)"] == "> 20,000 (13,830 / - / -)"
+    assert baseline["published"].startswith("39,890") and rows[0]["published"] == "-"
+    assert results.main(["table", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("| task | weight decay | method |") and len(printed) == 2 + len(rows)
+
+
+def test_steps_table_rows_refuses_a_row_mixing_settings(tmp_path):
+    for seed, width in [(0, 64), (1, 128)]:
+        config = TrainConfig(steps=2_000, seed=seed, width=width)
+        write_run(tmp_path / f"run-{seed}", config, grokking_history(steps=2_000))
+    with pytest.raises(ValueError, match="also differ in width"):
+        results.steps_table_rows(results.load(tmp_path))
