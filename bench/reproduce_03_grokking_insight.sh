@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The data of notebooks/03_grokking_insight.ipynb, at the reduced size its sweep files document: every
 # configs/sweep-grokking-insight-*.toml, run and exported to results/<its out directory's name>, then
-# `neuralgrok analyze` of each full run (MED against test loss), its analysis.csv copied beside the export.
+# `neuralgrok analyze` of each full run (MED against test loss; the ResNet-18 polygon run, which has no MED,
+# gets its weight norm's and weight AGE's), its analysis.csv copied beside the export.
 # JOBS=2 runs two at a time.
 #   bench/reproduce_03_grokking_insight.sh
 set -euo pipefail

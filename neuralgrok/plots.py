@@ -59,19 +59,23 @@ def style_axes(axes, title, ylabel, log_y=False, xlabel="optimisation step"):
     axes.legend(fontsize="small")
 
 
-def draw_groups(axes, groups, column="test_accuracy", style="-", x="step"):
+def draw_groups(axes, groups, column="test_accuracy", style="-", x="step", colors=None):
     """Draw ``column`` of groups of runs against ``x`` (a metrics column, e.g. ``wall_time_s``) on
     ``axes``: one colour per group, a thin line per run.
 
     ``groups`` maps a label to a list of metric histories (one per seed); the label is shown
-    once in the legend. Returns ``axes``.
+    once in the legend. ``colors`` gives each group's matplotlib colour (default ``C0``, ``C1``, ...
+    in order), so that several calls on one axes, one column each, can tell their groups apart.
+    Returns ``axes``.
     """
-    for index, (label, histories) in enumerate(groups.items()):
+    colors = [f"C{index % 10}" for index in range(len(groups))] if colors is None else list(colors)
+    if len(colors) != len(groups):
+        raise ValueError(f"{len(colors)} colors for {len(groups)} groups; give one per group")
+    for color, (label, histories) in zip(colors, groups.items()):
         for run, history in enumerate(histories):
             xs, values = _steps_and(history, column, x)
             # One legend entry per group, not per run.
-            axes.plot(xs, values, style, color=f"C{index % 10}", linewidth=0.8, alpha=0.8,
-                      label=label if run == 0 else None)
+            axes.plot(xs, values, style, color=color, linewidth=0.8, alpha=0.8, label=label if run == 0 else None)
     return axes
 
 

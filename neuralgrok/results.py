@@ -19,12 +19,15 @@ Reading them back (a results directory is laid out like a sweep directory, so
     from neuralgrok import results
     runs = results.load("results/sweep-demo")              # neuralgrok.compare.Run objects
     by_method = results.by_field(runs, "method")           # {"baseline": [run, ...], ...}
+    seeds = results.matching(runs, method="baseline")      # one group of seeds, in seed order
+    results.steps_text(seeds, 0.95)                        # their median steps to 95%: "3,040"
     results.seconds_to(runs[0], 0.95)                      # wall time when test accuracy first reached 95%
 
 A notebook in quick mode (``NEURALGROK_QUICK=1``) regenerates a tiny version of the same sweep live
 with :func:`regenerate` and reads it through the same path.
 """
 import argparse
+import math
 import shutil
 import statistics
 import sys
@@ -116,12 +119,53 @@ def load(results_dir):
     return load_runs([results_dir])
 
 
+def by_seed(runs):
+    """``runs`` sorted by their config's seed (a run without one counts as seed 0)."""
+    return sorted(runs, key=lambda run: run.config.get("seed", 0))
+
+
 def by_field(runs, field):
     """``{value of config field: [runs]}`` in the order the values first appear (seeds in order)."""
     grouped = {}
-    for run in sorted(runs, key=lambda run: run.config.get("seed", 0)):
+    for run in by_seed(runs):
         grouped.setdefault(run.config[field], []).append(run)
     return grouped
+
+
+def matching(runs, **fields):
+    """The runs whose config has every ``field=value`` of ``fields``, in seed order: one group of
+    seeds, e.g. ``matching(runs, holdout_k=13, split="strip")``. A field no run has raises ValueError
+    (a misspelt field would otherwise select nothing)."""
+    unknown = sorted(field for field in fields if not any(field in run.config for run in runs))
+    if unknown:
+        raise ValueError(f"no run's config has the field(s) {unknown}")
+    return by_seed([run for run in runs if all(run.config.get(key) == value for key, value in fields.items())])
+
+
+def per_seed_text(values, digits=3, separator=", "):
+    """One value per seed as ``"a, b, c"`` (joined by ``separator``): ints with thousands separators, floats to ``digits``
+    decimals, ``"-"`` for None or NaN (a threshold not reached, a test part without examples)."""
+    def text(value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return f"{value:,}"
+        return f"{value:.{digits}f}"
+
+    return separator.join(text(value) for value in values)
+
+
+def bound_text(pair):
+    """A median ``(value, is_lower_bound)`` as text: ``"3,040"``, or ``"> 3,520"`` for a lower bound."""
+    value, unreached = pair
+    return f"> {value:,.0f}" if unreached else f"{value:,.0f}"
+
+
+def steps_text(runs, threshold=0.95):
+    """The median over ``runs`` (seeds) of the steps to ``threshold`` test accuracy, as text: ``"3,040"``,
+    or ``"> 3,520"`` when the median is a lower bound because some run never got there (it counts as
+    its steps budget, see :func:`neuralgrok.compare.median_steps`)."""
+    return bound_text(median_steps(steps_reached(runs, steps_key(threshold))))
 
 
 def seconds_to(run, threshold):
@@ -174,11 +218,6 @@ PUBLISHED_STEPS = {("a*b", "baseline"): "39,890 (Grokfast README, p 97, its sett
 TABLE_KEY = ("task", "p", "weight_decay", "method")  # one row of the steps table per value
 
 
-def _count_text(pair):
-    value, unreached = pair
-    return f"> {value:,.0f}" if unreached else f"{value:,.0f}"
-
-
 def steps_table_rows(runs, thresholds=(0.95, 0.99)):
     """The task x method table of README and BENCHMARKS.md: one row per (task, p, weight decay, method),
     in the registries' order of tasks and methods. Each has the median steps to each threshold with every
@@ -201,11 +240,9 @@ def steps_table_rows(runs, thresholds=(0.95, 0.99)):
         row = {"task": f"{task} mod {p}", "weight decay": f"{weight_decay:g}", "method": method,
                "seeds": len(group)}
         for threshold in thresholds:
-            key = steps_key(threshold)
-            per_seed = " / ".join("-" if run.summary.get(key) is None else f"{run.summary[key]:,}" for run in group)
-            row[f"steps to {threshold:.0%}: median (per seed)"] = \
-                f"{_count_text(median_steps(steps_reached(group, key)))} ({per_seed})"
-        row[f"seconds to {thresholds[0]:.0%}: median"] = _count_text(median_seconds_to(group, thresholds[0]))
+            per_seed = per_seed_text([run.summary.get(steps_key(threshold)) for run in group], separator=" / ")
+            row[f"steps to {threshold:.0%}: median (per seed)"] = f"{steps_text(group, threshold)} ({per_seed})"
+        row[f"seconds to {thresholds[0]:.0%}: median"] = bound_text(median_seconds_to(group, thresholds[0]))
         memory = [run.summary.get(PEAK_MEMORY_KEY) for run in group]
         row["peak RSS (MiB): median"] = "-" if None in memory else f"{statistics.median(memory):,.0f}"
         row["published"] = PUBLISHED_STEPS.get((task, method), "-")

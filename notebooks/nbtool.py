@@ -47,13 +47,17 @@ def current_python_kernel():
 
 def execute(path, quick=False, timeout=1800):
     """Execute the notebook at ``path`` and return it with its outputs; a failing cell raises
-    ``nbclient.exceptions.CellExecutionError`` with the cell's traceback."""
+    ``nbclient.exceptions.CellExecutionError`` with the cell's traceback.
+
+    The kernel's temporary files (a quick notebook's live runs) go to a directory of their own
+    (``TMPDIR``), removed afterwards: the client shuts the kernel down before the kernel's own
+    ``tempfile.TemporaryDirectory`` finalizers run, so they would otherwise stay behind."""
     from nbclient import NotebookClient
 
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
-    env = {**os.environ, "NEURALGROK_QUICK": "1" if quick else "0"}
-    with current_python_kernel() as kernel_manager:
+    with current_python_kernel() as kernel_manager, tempfile.TemporaryDirectory(prefix="nbtool-") as scratch:
+        env = {**os.environ, "NEURALGROK_QUICK": "1" if quick else "0", "TMPDIR": scratch}
         client = NotebookClient(notebook, km=kernel_manager, kernel_name=KERNEL_NAME, timeout=timeout,
                                 resources={"metadata": {"path": str(path.parent.resolve())}})
         client.execute(env=env)

@@ -63,6 +63,13 @@ def test_run_executes_in_this_interpreter_in_quick_mode_and_fails_on_a_cell_erro
     assert "ZeroDivisionError" in capsys.readouterr().err
 
 
+def test_execute_removes_the_temporary_files_the_kernel_leaves(tmp_path):
+    needs_kernel()
+    path = write_notebook(tmp_path / "probe.ipynb", "import tempfile\nprint(tempfile.mkdtemp(prefix='probe-'))")
+    left = Path(nbtool.execute(path).cells[0].outputs[0]["text"].strip())
+    assert left.name.startswith("probe-") and not left.exists()
+
+
 def test_strip_removes_outputs_counts_and_editor_metadata(tmp_path):
     path = write_notebook(tmp_path / "n.ipynb", "print(1)")
     notebook = nbformat.read(path, as_version=4)

@@ -102,6 +102,35 @@ def test_cost_rows_medians_with_unreached_runs_as_lower_bounds(tmp_path):
         results.cost_rows(runs, 0.8)
 
 
+def test_matching_selects_a_group_of_seeds_in_seed_order_and_names_unknown_fields(tmp_path):
+    for method, seed in [("baseline", 2), ("grokfast-ema", 0), ("baseline", 0), ("baseline", 1)]:
+        write_run(tmp_path / f"{method}-{seed}", TrainConfig(steps=100, method=method, seed=seed),
+                  grokking_history(steps=100))
+    runs = results.load(tmp_path)
+    assert [run.config["seed"] for run in results.matching(runs, method="baseline")] == [0, 1, 2]
+    assert [run.path.name for run in results.matching(runs, method="baseline", seed=1)] == ["baseline-1"]
+    assert results.matching(runs, method="neuralgrok") == []
+    with pytest.raises(ValueError, match="holdout_kk"):
+        results.matching(runs, holdout_kk=13)
+
+
+def test_per_seed_text_formats_ints_floats_and_missing_values():
+    assert results.per_seed_text([3040, None, 2300]) == "3,040, -, 2,300"
+    assert results.per_seed_text([0.12345, float("nan"), 1.0], digits=2) == "0.12, -, 1.00"
+    assert results.per_seed_text([]) == ""
+
+
+def test_steps_text_is_the_median_over_seeds_marked_when_a_lower_bound(tmp_path):
+    # 95% at steps 13,330 and 14,330; a third seed never gets there within its 20,000 steps.
+    for seed, never_above in [(0, 1.0), (1, 1.0), (2, 0.9)]:
+        write_run(tmp_path / f"seed-{seed}", TrainConfig(steps=20_000, seed=seed),
+                  grokking_history(grok_at=12_445 + 1_000 * seed, never_above=never_above))
+    runs = results.load(tmp_path)
+    assert results.steps_text(runs[:2], 0.95) == "13,830"
+    assert results.steps_text(runs, 0.95) == "14,330"  # the unreached seed sorts last: not the median
+    assert results.steps_text([runs[0], runs[2]], 0.95) == "> 16,665"
+
+
 def test_sweep_text_round_trips_through_load_sweep(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text(results.sweep_text(tmp_path / "runs", {"p": 11, "betas": [0.9, 0.98], "task": "a*b"},
