@@ -143,8 +143,9 @@ def matching(runs, **fields):
 
 
 def per_seed_text(values, digits=3, separator=", "):
-    """One value per seed as ``"a, b, c"`` (joined by ``separator``): ints with thousands separators, floats to ``digits``
-    decimals, ``"-"`` for None or NaN (a threshold not reached, a test part without examples)."""
+    """One value per seed as ``"a, b, c"`` (joined by ``separator``): ints with thousands separators,
+    floats to ``digits`` decimals, ``"-"`` for None or NaN (a threshold not reached, a test part
+    without examples)."""
     def text(value):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
@@ -221,18 +222,21 @@ TABLE_KEY = ("task", "p", "weight_decay", "method")  # one row of the steps tabl
 def steps_table_rows(runs, thresholds=(0.95, 0.99)):
     """The task x method table of README and BENCHMARKS.md: one row per (task, p, weight decay, method),
     in the registries' order of tasks and methods. Each has the median steps to each threshold with every
-    seed's step ("-": never reached; a median counting one is a lower bound, "> budget"), the median
+    seed's step ("-": never reached; a median counting one is a lower bound, "> N"), the median
     seconds to the first threshold, the median peak RSS and the published number where one exists.
 
     Runs of one row must differ only in their seed: a ``ValueError`` names the other fields."""
     groups = {}
-    for run in sorted(runs, key=lambda run: run.config.get("seed", 0)):
+    for run in by_seed(runs):
         groups.setdefault(tuple(run.config[key] for key in TABLE_KEY), []).append(run)
-    tasks, methods = list(OPERATIONS), list(METHODS)
+
+    def order(key):  # registry order; names not registered (a user's own task) after, alphabetically
+        task, p, weight_decay, method = key
+        rank = lambda names, name: (list(names).index(name), "") if name in names else (len(names), name)
+        return (*rank(OPERATIONS, task), p, -weight_decay, *rank(METHODS, method))
+
     rows = []
-    for (task, p, weight_decay, method), group in sorted(groups.items(), key=lambda item: (
-            tasks.index(item[0][0]) if item[0][0] in tasks else len(tasks), item[0][0], item[0][1], -item[0][2],
-            methods.index(item[0][3]) if item[0][3] in methods else len(methods), item[0][3])):
+    for (task, p, weight_decay, method), group in sorted(groups.items(), key=lambda item: order(item[0])):
         fields, _ = group_runs(group)
         if fields:
             raise ValueError(f"the runs of {task} mod {p}, weight decay {weight_decay:g}, {method} also differ "
