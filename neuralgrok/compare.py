@@ -81,13 +81,18 @@ def load_runs(paths, warn=lambda text: print(text, file=sys.stderr)):
     return runs
 
 
+def by_seed(runs):
+    """``runs`` sorted by their config's seed (a run without one counts as seed 0)."""
+    return sorted(runs, key=lambda run: run.config.get("seed", 0))
+
+
 def group_runs(runs):
     """``(fields, groups)``: the non-seed config fields that differ between runs, and the runs
     grouped by those fields' values (the same as by their whole config except the seed)."""
     keys = dict.fromkeys(key for run in runs for key in run.config if key != "seed")
     fields = [key for key in keys if len({run.config.get(key) for run in runs}) > 1]
     groups = {}
-    for run in sorted(runs, key=lambda run: run.config.get("seed", 0)):
+    for run in by_seed(runs):
         groups.setdefault(tuple(run.config.get(key) for key in fields), []).append(run)
     return fields, groups
 

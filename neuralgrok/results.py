@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import PEAK_MEMORY_KEY, group_runs, load_runs, median_steps, run_directories, steps_reached
+from .compare import (PEAK_MEMORY_KEY, by_seed, group_runs, load_runs, median_steps, run_directories,
+                      steps_reached)
 from .files import atomic_write_text, read_toml, to_toml, toml_value
 from .sweep import SWEEP_KEYS, load_sweep, run_sweep
 from .tasks import OPERATIONS
@@ -117,11 +118,6 @@ def export_runs(paths, dest_dir, max_rows=DEFAULT_MAX_ROWS):
 def load(results_dir):
     """The runs under ``results_dir`` as :class:`neuralgrok.compare.Run` (config, summary, history)."""
     return load_runs([results_dir])
-
-
-def by_seed(runs):
-    """``runs`` sorted by their config's seed (a run without one counts as seed 0)."""
-    return sorted(runs, key=lambda run: run.config.get("seed", 0))
 
 
 def by_field(runs, field):
