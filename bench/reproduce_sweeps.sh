@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Run sweep files and export each to results/<name of its out directory>, the layout the notebooks read:
-#   bench/reproduce_sweeps.sh configs/neuralgrok/*.toml
+# Run sweep files, JOBS runs at a time across all of them (default 1), then export each to
+# results/<name of its out directory>, the layout the notebooks read:
+#   JOBS=2 bench/reproduce_sweeps.sh configs/sweep-neuralgrok-*.toml
 # The notebooks' own scripts (bench/reproduce_0*.sh) call this with their sweep files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -eq 0 ]; then echo "usage: $0 SWEEP.toml ..." >&2; exit 2; fi
 make install
+.venv/bin/neuralgrok sweep "$@" --jobs "${JOBS:-1}"  # one pool, so a long run does not leave a core idle
 for sweep in "$@"; do
   out=$(.venv/bin/python -c 'import sys; from neuralgrok.files import read_toml; print(read_toml(sys.argv[1])["out"])' "$sweep")
-  .venv/bin/neuralgrok sweep "$sweep" --jobs "${JOBS:-1}"
   .venv/bin/python -m neuralgrok.results export "$out" "results/$(basename "$out")"
 done

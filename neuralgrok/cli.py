@@ -6,7 +6,7 @@
     neuralgrok run --config configs/demo.toml --method neuralgrok --out runs/demo-ng
     neuralgrok run --task polygons --model resnet18 --optimizer adam --weight-decay 1e-4 --batch-size 200 --out runs/poly
     neuralgrok run --resume runs/ab97
-    neuralgrok sweep configs/sweep-demo.toml [--jobs N] [--dry-run]     (see neuralgrok.sweep)
+    neuralgrok sweep configs/sweep-demo.toml [...] [--jobs N] [--dry-run]   (see neuralgrok.sweep)
     neuralgrok compare runs/sweep-demo [runs/other ...] [--out DIR]      (see neuralgrok.compare)
     neuralgrok analyze runs/ab97 [--grok-accuracy 0.95] [--smooth 1]    (see neuralgrok.measures.analyze)
 
@@ -147,7 +147,8 @@ def build_parser():
     sweep = commands.add_parser("sweep", help="one run per point of a grid, as separate processes",
                                 description="Run (or with --dry-run print) one 'neuralgrok run' command per "
                                             "point of the sweep file's grid, skipping finished runs.")
-    sweep.add_argument("sweep_file", help="TOML with out = DIR, [base] fields and [grid] lists")
+    sweep.add_argument("sweep_files", nargs="+", metavar="sweep_file",
+                       help="TOML with out = DIR, [base] fields and [grid] lists; several share one pool of jobs")
     sweep.add_argument("--jobs", type=int, default=1, help="runs at a time (default: 1)")
     sweep.add_argument("--dry-run", action="store_true", help="print the unfinished runs' commands, one per line")
 

@@ -21,6 +21,7 @@ Commands::
 
     neuralgrok sweep configs/sweep-demo.toml --jobs 2     # the unfinished runs, 2 processes at a time
     neuralgrok sweep configs/sweep-demo.toml --dry-run    # print their commands, one per line
+    neuralgrok sweep configs/sweep-grokking-insight-*.toml --jobs 2   # several files share one pool of jobs
     neuralgrok compare runs/sweep-demo                     # table and plot, see neuralgrok.compare
 
 On a Slurm cluster, one array task per unfinished run::
@@ -178,12 +179,22 @@ def run_sweep(runs, jobs=1, log=print):
     return failed
 
 
+def load_sweeps(paths):
+    """Every run of several sweep files, in file order; raises :class:`SweepError` if two share a directory."""
+    runs = [run for path in paths for run in load_sweep(path)]
+    directories = [run.out_dir.resolve() for run in runs]
+    shared = sorted({str(d) for d in directories if directories.count(d) > 1})
+    if shared:
+        raise SweepError(f"two sweep files write the same run directory: {', '.join(shared)}")
+    return runs
+
+
 def main(arguments, parser):
     """The ``neuralgrok sweep`` command; returns the exit status."""
     if arguments.jobs < 1:
         parser.error(f"--jobs={arguments.jobs} must be at least 1")
     try:
-        runs = load_sweep(arguments.sweep_file)
+        runs = load_sweeps(arguments.sweep_files)
     except SweepError as error:
         parser.error(str(error))  # exits with status 2
     if arguments.dry_run:

@@ -91,6 +91,23 @@ def test_sweep_runs_in_parallel_then_skips_finished_runs(tmp_path):
     assert list(table["seeds"]) == [2]  # no field varies but the seed: one group
 
 
+def test_several_sweep_files_share_one_pool_and_may_not_share_a_run_directory(tmp_path):
+    first = write_sweep(tmp_path)
+    second = tmp_path / "other.toml"
+    second.write_text(TINY.format(out=tmp_path / "other").replace('task = ["a+b"]', 'task = ["a-b"]'))
+    dry = run_cli("sweep", str(first), str(second), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    expected = sweep.load_sweep(first) + sweep.load_sweep(second)
+    assert [shlex.split(line) for line in dry.stdout.splitlines()] == [run.command for run in expected]
+
+    same_out = tmp_path / "same.toml"
+    same_out.write_text(TINY.format(out=tmp_path / "runs"))  # the same runs as ``first``
+    clash = run_cli("sweep", str(first), str(same_out), "--jobs", "2")
+    assert clash.returncode == 2
+    assert f"two sweep files write the same run directory: {tmp_path / 'runs' / 'task=a+b,seed=0'}" in clash.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("text, message", [
     (TINY.replace("width = 32", "widht = 32"), "unknown TrainConfig fields ['widht']"),
     ("extra = 1\n" + TINY, "unknown top-level keys"),
