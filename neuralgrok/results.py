@@ -12,6 +12,7 @@ Commands::
     neuralgrok sweep configs/sweep-demo.toml                                      # the runs
     python -m neuralgrok.results export runs/sweep-demo results/sweep-demo         # their small copies
     python -m neuralgrok.results table results/sweep-demo results/sweep-neuralgrok-tasks   # README's table
+    python -m neuralgrok.results diff results/sweep-demo /tmp/clone/results/sweep-demo  # a regeneration agrees?
 
 Reading them back (a results directory is laid out like a sweep directory, so
 ``neuralgrok compare results/sweep-demo --out DIR`` works on it too)::
@@ -27,6 +28,8 @@ A notebook in quick mode (``NEURALGROK_QUICK=1``) regenerates a tiny version of 
 with :func:`regenerate` and reads it through the same path.
 """
 import argparse
+import csv
+import json
 import math
 import shutil
 import statistics
@@ -44,6 +47,7 @@ from .train import METHODS, MEMORISATION_ACCURACY, TEST_ACCURACY_THRESHOLDS, fir
 
 DEFAULT_MAX_ROWS = 200
 COPIED_FILES = ("config.toml", "summary.json")  # copied verbatim; metrics.csv is downsampled
+MACHINE_FIELDS = ("wall_time_s", "peak_rss_mib", "build")  # what the same run on another machine changes
 
 
 def threshold_rows(history):
@@ -257,6 +261,78 @@ def markdown_table(rows):
     return "\n".join(lines) + "\n"
 
 
+def _number(text):
+    """A CSV cell as a float (empty: NaN), or the text itself if it is not a number."""
+    try:
+        return float(text) if text != "" else math.nan
+    except ValueError:
+        return text
+
+
+def _deviation(committed, regenerated):
+    """How far apart two values are: 0 if equal (NaN equals NaN), inf if one is NaN or not a number."""
+    if committed == regenerated:
+        return 0.0
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (committed, regenerated))
+    if numbers and math.isnan(committed) and math.isnan(regenerated):
+        return 0.0
+    if not numbers or math.isnan(committed) or math.isnan(regenerated):
+        return math.inf
+    return abs(committed - regenerated)
+
+
+def _csv_differences(name, committed_path, regenerated_path, atol):
+    """Differences between two CSV files whose rows are keyed by their first column (step, measure)."""
+    tables = []
+    for path in (committed_path, regenerated_path):
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            key_column = reader.fieldnames[0]
+            tables.append({row[key_column]: row for row in reader})
+    committed, regenerated = tables
+    found = []
+    only = [sorted(set(a) - set(b), key=_number) for a, b in ((committed, regenerated), (regenerated, committed))]
+    if any(only):
+        found.append(f"{name}: {key_column} only committed {only[0][:5]}, only regenerated {only[1][:5]}")
+    common = [key for key in committed if key in regenerated]
+    columns = [c for c in next(iter(committed.values()), {}) if c not in MACHINE_FIELDS]
+    for column in columns:
+        worst, where = max(((_deviation(_number(committed[key].get(column, "")),
+                                        _number(regenerated[key].get(column, ""))), key) for key in common),
+                           key=lambda pair: pair[0], default=(0.0, None))
+        if worst > atol:
+            found.append(f"{name}: {column} differs by up to {worst:.3g} (at {key_column} {where})")
+    return found
+
+
+def differences(committed_dir, regenerated_dir, atol=0.0):
+    """How the runs under ``regenerated_dir`` differ from those under ``committed_dir``, as lines of
+    text (empty: they agree). Configs, summaries, ``metrics.csv`` and any other CSV beside them
+    (``analysis.csv``) are compared, rows matched by their first column; measured numbers may differ
+    by up to ``atol``, configs not at all. :data:`MACHINE_FIELDS` (wall time, peak memory, build) are
+    left out."""
+    committed = {d.name: d for d in run_directories([committed_dir])}
+    regenerated = {d.name: d for d in run_directories([regenerated_dir])}
+    found = [f"{name}: only in {where}" for names, other, where in
+             ((committed, regenerated, committed_dir), (regenerated, committed, regenerated_dir))
+             for name in sorted(set(names) - set(other))]
+    for name in sorted(set(committed) & set(regenerated)):
+        a, b = committed[name], regenerated[name]
+        configs = read_toml(a / "config.toml"), read_toml(b / "config.toml")
+        summaries = [{key: value for key, value in json.loads((d / "summary.json").read_text()).items()
+                      if key not in MACHINE_FIELDS} for d in (a, b)]
+        for file, (x, y), tolerance in (("config.toml", configs, 0.0), ("summary.json", summaries, atol)):
+            for key in sorted(set(x) | set(y)):
+                if _deviation(x.get(key), y.get(key)) > tolerance:
+                    found.append(f"{name}: {file} {key} {x.get(key)!r} -> {y.get(key)!r}")
+        for path in sorted(a.glob("*.csv")):
+            if not (b / path.name).is_file():
+                found.append(f"{name}: {path.name} missing from {regenerated_dir}")
+                continue
+            found += [f"{name}: {line}" for line in _csv_differences(path.name, path, b / path.name, atol)]
+    return found
+
+
 def sweep_text(out, base, grid):
     """A sweep file's text (``out``, ``[base]``, ``[grid]``), readable by :func:`neuralgrok.sweep.load_sweep`."""
     return f"out = {toml_value(str(out))}\n[base]\n{to_toml(base)}[grid]\n{to_toml(grid)}"
@@ -297,11 +373,22 @@ def main(argv=None):
                         help=f"metrics rows kept per run (default: {DEFAULT_MAX_ROWS})")
     table = commands.add_parser("table", help="print the task x method steps-to-grok table (Markdown)")
     table.add_argument("results", nargs="+", help="results or sweep directories, e.g. results/sweep-demo")
+    diff = commands.add_parser("diff", help="compare regenerated results with committed ones; exit 1 if they differ",
+                               description="Compare two results (or sweep) directories run by run, leaving out "
+                                           f"{', '.join(MACHINE_FIELDS)}; print each difference, exit 1 if any.")
+    diff.add_argument("committed", help="e.g. results/sweep-demo")
+    diff.add_argument("regenerated", help="e.g. the same directory in a clone that ran bench/reproduce_*.sh")
+    diff.add_argument("--atol", type=float, default=0.0, help="numbers may differ by this much (default: 0, exact)")
     arguments = parser.parse_args(argv)
     try:
         if arguments.command == "table":
             print(markdown_table(steps_table_rows(load_runs(arguments.results))), end="")
             return 0
+        if arguments.command == "diff":
+            found = differences(arguments.committed, arguments.regenerated, arguments.atol)
+            print("\n".join(found) if found else f"{arguments.regenerated} agrees with {arguments.committed} "
+                  f"(leaving out {', '.join(MACHINE_FIELDS)})")
+            return 1 if found else 0
         written = export_runs(arguments.runs, arguments.dest, arguments.max_rows)
     except (ValueError, TypeError) as error:
         parser.error(str(error))  # exits with status 2

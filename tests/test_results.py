@@ -1,6 +1,8 @@
 """neuralgrok.results: downsampling keeps the threshold rows, exports are small and complete, loading and costs."""
+import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 
@@ -191,3 +193,41 @@ def test_steps_table_rows_refuses_a_row_mixing_settings(tmp_path):
         write_run(tmp_path / f"run-{seed}", config, grokking_history(steps=2_000))
     with pytest.raises(ValueError, match="also differ in width"):
         results.steps_table_rows(results.load(tmp_path))
+
+
+def test_diff_ignores_machine_fields_and_names_every_other_difference(tmp_path, capsys):
+    config = TrainConfig(steps=2_000)
+    for name in ("committed", "regenerated"):
+        for seed in (0, 1):
+            write_run(tmp_path / name / f"seed={seed}", dataclasses.replace(config, seed=seed),
+                      grokking_history(steps=2_000, grok_at=900))
+    committed, regenerated = tmp_path / "committed", tmp_path / "regenerated"
+    # Another machine: other wall times, peak memory and build; the same numbers otherwise.
+    slower = [dict(row, wall_time_s=row["wall_time_s"] * 2) for row in grokking_history(steps=2_000, grok_at=900)]
+    summary = write_run(regenerated / "seed=0", dataclasses.replace(config, seed=0), slower)
+    atomic_write_text(regenerated / "seed=0" / "summary.json",
+                      json.dumps({**summary, "peak_rss_mib": 512.0, "build": {"torch_version": "2.4.0"}}))
+    assert results.differences(committed, regenerated) == []
+    assert results.main(["diff", str(committed), str(regenerated)]) == 0
+    assert "agrees with" in capsys.readouterr().out
+
+    nudged = grokking_history(steps=2_000, grok_at=900)
+    nudged[50]["test_loss"] += 1e-6
+    write_run(regenerated / "seed=1", dataclasses.replace(config, seed=1), nudged)
+    atomic_write_text(regenerated / "seed=1" / "analysis.csv", "measure,pearson\nmed,0.5\n")
+    atomic_write_text(committed / "seed=1" / "analysis.csv", "measure,pearson\nmed,0.25\n")
+    assert results.differences(committed, regenerated) == [
+        "seed=1: analysis.csv: pearson differs by up to 0.25 (at measure med)",
+        "seed=1: metrics.csv: test_loss differs by up to 1e-06 (at step 500)"]
+    assert results.differences(committed, regenerated, atol=0.3) == []
+
+    later = grokking_history(steps=2_000, grok_at=1_200)  # grokking moved: summary and downsampled rows differ
+    write_run(regenerated / "seed=0", dataclasses.replace(config, seed=0, lr=2e-3), later)
+    (regenerated / "seed=1" / "analysis.csv").unlink()
+    found = results.differences(committed, regenerated, atol=0.3)
+    assert "seed=0: config.toml lr 0.001 -> 0.002" in found
+    assert any(line.startswith("seed=0: summary.json steps_to_test_95 ") for line in found)
+    assert f"seed=1: analysis.csv missing from {regenerated}" in found
+    shutil.rmtree(committed / "seed=1")
+    assert results.differences(committed, regenerated, atol=0.3)[0] == f"seed=1: only in {regenerated}"
+    assert results.main(["diff", str(committed), str(regenerated)]) == 1
