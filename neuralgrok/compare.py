@@ -63,17 +63,20 @@ def run_directories(paths):
     return found
 
 
+def read_config(run_dir):
+    """A run's ``config.toml`` as a dict, the fields it lacks (written before they existed) filled
+    with their defaults, which the run ran with; so such runs group with newer ones of the same settings."""
+    return {**TrainConfig.defaults(), **read_toml(Path(run_dir) / "config.toml")}
+
+
 def load_runs(paths, warn=lambda text: print(text, file=sys.stderr)):
     runs = []
     for directory in run_directories(paths):
         if not (directory / "summary.json").is_file():
             warn(f"warning: {directory} has no summary.json (unfinished?); left out")
             continue
-        # Fields a run's config.toml lacks (written before they existed) are the defaults it ran
-        # with, so such runs group with newer ones of the same settings.
-        written = {**TrainConfig.defaults(), **read_toml(directory / "config.toml")}
         config = {key: tuple(value) if isinstance(value, list) else value  # hashable, for grouping
-                  for key, value in written.items()}
+                  for key, value in read_config(directory).items()}
         runs.append(Run(directory, config, json.loads((directory / "summary.json").read_text()),
                         read_metrics(directory / "metrics.csv")))
     if not runs:

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import (PEAK_MEMORY_KEY, by_seed, group_runs, load_runs, median_steps, run_directories,
-                      steps_reached)
+from .compare import (PEAK_MEMORY_KEY, by_seed, group_runs, load_runs, median_steps, read_config,
+                      run_directories, steps_reached)
 from .files import atomic_write_text, read_toml, to_toml, toml_value
 from .sweep import SWEEP_KEYS, load_sweep, run_sweep
 from .tasks import OPERATIONS
@@ -309,7 +309,7 @@ def differences(committed_dir, regenerated_dir, atol=0.0):
     """How the runs under ``regenerated_dir`` differ from those under ``committed_dir``, as lines of
     text (empty: they agree). Configs, summaries, ``metrics.csv`` and any other CSV beside them
     (``analysis.csv``) are compared, rows matched by their first column; measured numbers may differ
-    by up to ``atol``, configs not at all. :data:`MACHINE_FIELDS` (wall time, peak memory, build) are
+    by up to ``atol``, configs (a field an older one lacks read as its default) not at all. :data:`MACHINE_FIELDS` (wall time, peak memory, build) are
     left out."""
     committed = {d.name: d for d in run_directories([committed_dir])}
     regenerated = {d.name: d for d in run_directories([regenerated_dir])}
@@ -318,7 +318,7 @@ def differences(committed_dir, regenerated_dir, atol=0.0):
              for name in sorted(set(names) - set(other))]
     for name in sorted(set(committed) & set(regenerated)):
         a, b = committed[name], regenerated[name]
-        configs = read_toml(a / "config.toml"), read_toml(b / "config.toml")
+        configs = read_config(a), read_config(b)
         summaries = [{key: value for key, value in json.loads((d / "summary.json").read_text()).items()
                       if key not in MACHINE_FIELDS} for d in (a, b)]
         for file, (x, y), tolerance in (("config.toml", configs, 0.0), ("summary.json", summaries, atol)):
