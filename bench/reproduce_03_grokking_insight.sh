@@ -3,7 +3,8 @@
 # configs/sweep-grokking-insight-*.toml, run and exported to results/<its out directory's name>, then
 # `neuralgrok analyze` of each full run (MED against test loss; the ResNet-18 polygon run, which has no MED,
 # gets its weight norm's and weight AGE's), its analysis.csv copied beside the export.
-# JOBS=2 runs two at a time.
+# JOBS=2 runs two at a time: 1 h 38 min from a fresh clone on the project's 2-core machine, build included
+# (BENCHMARKS.md, "Regenerating the committed results").
 #   bench/reproduce_03_grokking_insight.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
