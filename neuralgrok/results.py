@@ -309,8 +309,8 @@ def differences(committed_dir, regenerated_dir, atol=0.0):
     """How the runs under ``regenerated_dir`` differ from those under ``committed_dir``, as lines of
     text (empty: they agree). Configs, summaries, ``metrics.csv`` and any other CSV beside them
     (``analysis.csv``) are compared, rows matched by their first column; measured numbers may differ
-    by up to ``atol``, configs (a field an older one lacks read as its default) not at all. :data:`MACHINE_FIELDS` (wall time, peak memory, build) are
-    left out."""
+    by up to ``atol``, configs (a field an older one lacks read as its default) not at all.
+    :data:`MACHINE_FIELDS` (wall time, peak memory, build) are left out."""
     committed = {d.name: d for d in run_directories([committed_dir])}
     regenerated = {d.name: d for d in run_directories([regenerated_dir])}
     found = [f"{name}: only in {where}" for names, other, where in
