@@ -7,8 +7,9 @@
 
 TORCH_LIBRARY(neuralgrok, m) {
   // Absolute Gradient Entropy (NeuralGrok, arXiv 2504.17243): -sum |x| log(|x| + eps) over all
-  // entries; normalized=True gives the Shannon entropy of |x| / ||x||_1 instead.
-  m.def("age(Tensor[] tensors, bool per_tensor=False, bool normalized=False, float eps=1e-08) -> Tensor");
+  // entries, 0 log 0 = 0 (eps = 0, the default, is the paper's exact definition); normalized=True
+  // gives the Shannon entropy of |x| / ||x||_1 instead.
+  m.def("age(Tensor[] tensors, bool per_tensor=False, bool normalized=False, float eps=0.0) -> Tensor");
   m.def("_age_backward(Tensor grad, Tensor[] tensors, bool per_tensor, bool normalized, float eps) -> Tensor[]");
   // Grokfast EMA filter (arXiv 2405.20233), in place: ema = alpha*ema + (1-alpha)*g (ema = g where
   // not initialized), then g += lamb*ema.

@@ -254,7 +254,7 @@ def _age_of(model: nn.Module, of: str, per_layer: bool, depth: Optional[int]):
 @torch.no_grad()
 def gradient_age(model: nn.Module, *, per_layer: bool = False,
                  depth: Optional[int] = None) -> Union[float, Dict[str, float]]:
-    """AGE of the gradients, H = -sum_i |g_i| log(|g_i| + 1e-8) (NeuralGrok, arXiv 2504.17243).
+    """AGE of the gradients, H = -sum_i |g_i| log |g_i| with 0 log 0 = 0 (NeuralGrok, arXiv 2504.17243).
 
     A thin wrapper over :func:`neuralgrok.age` (the fused C++ op). Parameters without a
     ``.grad`` are skipped. ``per_layer=True`` returns ``{module name: H}``, grouped as in
@@ -267,7 +267,7 @@ def gradient_age(model: nn.Module, *, per_layer: bool = False,
 @torch.no_grad()
 def weight_age(model: nn.Module, *, per_layer: bool = False,
                depth: Optional[int] = None) -> Union[float, Dict[str, float]]:
-    """AGE of the weights themselves, -sum_i |w_i| log(|w_i| + 1e-8); see :func:`gradient_age`."""
+    """AGE of the weights themselves, -sum_i |w_i| log |w_i| (AWE); see :func:`gradient_age`."""
     return _age_of(model, "weight", per_layer, depth)
 
 

@@ -7,12 +7,15 @@ from . import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
 _SOURCES = ("grad", "weight")
 
 
-def age(model_or_tensors, *, of="grad", per_tensor=False, normalized=False, eps=1e-8):
+def age(model_or_tensors, *, of="grad", per_tensor=False, normalized=False, eps=0.0):
     """Absolute Gradient Entropy (AGE) of NeuralGrok (arXiv 2504.17243).
 
-    ``H = -sum_i |x_i| * log(|x_i| + eps)`` over every entry of every tensor, computed in one fused
-    C++ pass per tensor with float64 accumulation. This un-normalised form is the one the paper
-    plots (its code logs ``-(|g| * log(|g| + 1e-8)).sum()`` of the raw gradients), hence the default.
+    ``H = -sum_i |x_i| * log(|x_i| + eps)`` over every entry of every tensor, with ``0 log 0 = 0``,
+    computed in one fused C++ pass per tensor with float64 accumulation. With the default
+    ``eps = 0`` this is the paper's definition exactly, the un-normalised form its figures plot;
+    the official ``neuralgrad`` code has no epsilon either (and logs NaN where an entry is exactly
+    zero, which every real model's gradient has; here such an entry adds 0). ``eps > 0`` is the
+    smoothed form some older prototypes logged (``1e-8`` is about 5% off at ``|x| ~ 1e-8``).
     ``normalized=True`` gives the Shannon entropy of ``|x| / ||x||_1`` instead (0 log 0 = 0), which
     does not grow with the number or the scale of the entries.
 
@@ -23,7 +26,7 @@ def age(model_or_tensors, *, of="grad", per_tensor=False, normalized=False, eps=
         per_tensor: one value per tensor instead of one over everything. For a module this
             returns ``{parameter name: value}``.
         normalized: see above.
-        eps: the constant inside the log of the un-normalised form (1e-8 as in the paper's code).
+        eps: a constant added inside the log of the un-normalised form; 0 (the default) is exact.
 
     Returns:
         A 0-d tensor (or a 1-d tensor / dict with ``per_tensor=True``). For tensors the result is

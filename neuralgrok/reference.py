@@ -9,16 +9,23 @@ from collections import deque
 import torch
 
 
-def age(tensors, per_tensor=False, normalized=False, eps=1e-8):
-    """Reference for ``torch.ops.neuralgrok.age``: see :func:`neuralgrok.age`."""
+def age(tensors, per_tensor=False, normalized=False, eps=0.0):
+    """Reference for ``torch.ops.neuralgrok.age``: see :func:`neuralgrok.age` (0 log 0 = 0)."""
     tensors = list(tensors)
     if normalized:
         flat = [t.abs().reshape(-1) for t in tensors]
         if per_tensor:
             return torch.stack([_shannon(f) for f in flat])
         return _shannon(torch.cat(flat))
-    values = torch.stack([-(t.abs() * torch.log(t.abs() + eps)).sum() for t in tensors])
+    values = torch.stack([-_x_log_x_plus(t.abs(), eps).sum() for t in tensors])
     return values if per_tensor else values.sum()
+
+
+def _x_log_x_plus(a, eps):
+    """a * log(a + eps) entrywise, 0 where a + eps = 0 (0 log 0 = 0; the gradient there is 0)."""
+    shifted = a + eps
+    safe = torch.where(shifted > 0, shifted, torch.ones_like(shifted))
+    return torch.where(shifted > 0, a * torch.log(safe), torch.zeros_like(a))
 
 
 def _shannon(a):

@@ -117,7 +117,7 @@ MEASURES = {
                              lambda seen: measures.excluded_loss(seen.logit_table(), seen.key_frequencies(),
                                                                  seen.data.layout.decode(seen.data.train.inputs)),
                              _needs_addition, all_pairs=True),
-    "weight_age": Measure("AGE of the weights, -sum |w| log(|w| + 1e-8) (NeuralGrok's entropy, of the weights)",
+    "weight_age": Measure("AGE of the weights (AWE), -sum |w| log |w| (NeuralGrok's entropy, of the weights)",
                           lambda seen: measures.weight_age(seen.model), tokens=False),
 }
 

@@ -12,7 +12,7 @@ from neuralgrok import reference
 VARIANTS = [(pt, nz) for pt in (False, True) for nz in (False, True)]
 
 
-def age_op(tensors, per_tensor=False, normalized=False, eps=1e-8):
+def age_op(tensors, per_tensor=False, normalized=False, eps=0.0):
     return torch.ops.neuralgrok.age(tensors, per_tensor, normalized, eps)
 
 
@@ -34,14 +34,31 @@ def test_values_match_reference(per_tensor, normalized, dtype, tol):
 
 
 def test_known_values():
-    # One entry of 0.5: -0.5 log(0.5 + eps); the normalised entropy of a uniform vector is log(n).
+    # One entry of 0.5: -0.5 log 0.5 (with eps: -0.5 log(0.5 + eps)); the normalised entropy of a
+    # uniform vector is log(n).
     x = torch.tensor([0.5], dtype=torch.float64)
-    assert age_op([x]).item() == pytest.approx(-0.5 * math.log(0.5 + 1e-8), rel=1e-14)
+    assert age_op([x]).item() == pytest.approx(-0.5 * math.log(0.5), rel=1e-15)
+    assert age_op([x], eps=1e-8).item() == pytest.approx(-0.5 * math.log(0.5 + 1e-8), rel=1e-14)
     uniform = torch.full((10,), -3.0, dtype=torch.float64)
     assert age_op([uniform], normalized=True).item() == pytest.approx(math.log(10), rel=1e-14)
     one_hot = torch.zeros(10, dtype=torch.float64)
     one_hot[3] = 2.0
     assert age_op([one_hot], normalized=True).item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_zeros_add_nothing_by_default(dtype):
+    # The paper's AGE has no epsilon and 0 log 0 = 0: exact zeros (every real model's gradient has
+    # some) add nothing and get the 0 subgradient, instead of NaN; eps > 0 stays available.
+    x = torch.tensor([0.0, 0.25, -0.0, -2.0, 0.0], dtype=dtype, requires_grad=True)
+    value = age_op([x])
+    want = -(0.25 * math.log(0.25) + 2.0 * math.log(2.0))
+    assert value.item() == pytest.approx(want, rel=1e-6)
+    (grad,) = torch.autograd.grad(value, [x])
+    assert torch.isfinite(grad).all() and grad[[0, 2, 4]].eq(0).all()
+    torch.testing.assert_close(grad[[1, 3]], torch.tensor([-(math.log(0.25) + 1), math.log(2.0) + 1], dtype=dtype))
+    assert torch.isfinite(age_op([torch.zeros(3, dtype=dtype)])).all()
+    torch.testing.assert_close(age_op([x.detach()], eps=1e-8), reference.age([x.detach()], eps=1e-8))
 
 
 def test_global_normalized_is_entropy_of_the_concatenation():

@@ -1,6 +1,8 @@
 // AGE, Absolute Gradient Entropy (NeuralGrok, arXiv 2504.17243), over a list of tensors.
 //
 //   normalized=False (the paper's plots, the default):  H = -sum_i |x_i| * log(|x_i| + eps)
+//                     eps = 0 is the paper's exact definition, with 0 log 0 = 0 (an exact zero adds 0,
+//                     and its backward takes the 0 subgradient)
 //   normalized=True:  Shannon entropy of q = |x| / ||x||_1,  H = log S - (1/S) sum_i |x_i| log |x_i|
 //                     with S = ||x||_1 and 0 log 0 = 0 (no eps needed); H = 0 for an all-zero input.
 // per_tensor=True returns one value per tensor; otherwise one value over all entries of all
@@ -76,7 +78,7 @@ double max_abs(const scalar_t* x, int64_t n) {
 }
 
 // A segment's entries into the scratch buffers: un-normalised, the log arguments l = |x| + eps;
-// normalised, y = |x| / scale and l = y with 0 replaced by 1 (0 log 0 = 0).
+// normalised, y = |x| / scale; in both, l = 0 (a zero entry, with eps = 0) is replaced by 1 (0 log 0 = 0).
 template <typename scalar_t>
 void fill(const scalar_t* x, int64_t n, bool normalized, scalar_t scale, scalar_t eps, scalar_t* y, scalar_t* l) {
   if (normalized) {
@@ -85,7 +87,10 @@ void fill(const scalar_t* x, int64_t n, bool normalized, scalar_t scale, scalar_
       l[i] = y[i] == scalar_t(0) ? scalar_t(1) : y[i];
     }
   } else {
-    for (int64_t i = 0; i < n; ++i) l[i] = std::abs(x[i]) + eps;
+    for (int64_t i = 0; i < n; ++i) {
+      const scalar_t a = std::abs(x[i]) + eps;
+      l[i] = a == scalar_t(0) ? scalar_t(1) : a;
+    }
   }
 }
 
@@ -268,7 +273,7 @@ void age_backward_tensor(const at::Tensor& t, at::Tensor& out, double weight, bo
       if (normalized) {
         d = a == 0.0 ? 0.0 : -(std::log(a / r.scale) - log_l1 + entropy) / r.scale / r.l1;
       } else {
-        d = -(std::log(a + eps) + a / (a + eps));
+        d = a + eps == 0.0 ? 0.0 : -(std::log(a + eps) + a / (a + eps));
       }
       dx[i] = static_cast<scalar_t>(weight * sign * d);
     }
