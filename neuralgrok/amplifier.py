@@ -22,7 +22,9 @@ class NeuralAmplifier(nn.Module):
 
     An all-zero tensor maps to zeros (with zero gradients), an empty tensor to an empty one.
     ``self.mlp`` is an ``nn.Sequential`` with its Linear layers at indices 0, 2, 4, ..., so state
-    dicts have the reference code's keys (``mlp.0.weight``, ``mlp.0.bias``, ``mlp.2.weight``, ...).
+    dicts have keys ``mlp.0.weight``, ``mlp.0.bias``, ``mlp.2.weight``, ... (those of the older
+    prototypes on the official repository's ``main`` branch); :meth:`load_state_dict` also takes the
+    official ``neuralgrad`` branch's keys (``network.0.weight``, ...), so its checkpoints load as they are.
 
     For ReLU the C++ op ``neuralgrok::amplify`` does the work and its C++ backward gives the
     gradients w.r.t. the MLP's parameters and the input gradients. Its default, exact fast path
@@ -35,13 +37,14 @@ class NeuralAmplifier(nn.Module):
     dense pure-PyTorch path.
 
     Args:
-        hidden_sizes: widths of the hidden layers, e.g. ``(32,)`` or ``(512, 512)``.
+        hidden_sizes: widths of the hidden layers: ``(128, 128)`` (default) for NeuralGrok's two-operand
+            tasks, ``(1152,)`` for a*c+b*d-e mod 7, as in the official code.
         rescale: the coefficient c, a finite number > 0 (1.0 in the reference code).
         activation: one of ``"relu"`` (the paper's), ``"gelu"``, ``"tanh"``, ``"sigmoid"``, ``"silu"``.
 
     Example::
 
-        amplifier = NeuralAmplifier(hidden_sizes=(512, 512))
+        amplifier = NeuralAmplifier(hidden_sizes=(128, 128))
         loss.backward()
         params = [p for p in model.parameters() if p.grad is not None]
         with torch.no_grad():
@@ -49,7 +52,7 @@ class NeuralAmplifier(nn.Module):
                 p.grad.copy_(g)
     """
 
-    def __init__(self, hidden_sizes=(32,), rescale=1.0, activation="relu"):
+    def __init__(self, hidden_sizes=(128, 128), rescale=1.0, activation="relu"):
         super().__init__()
         self.hidden_sizes = _checked_hidden_sizes(hidden_sizes)
         self.rescale = _checked_rescale(rescale)
@@ -113,6 +116,12 @@ class NeuralAmplifier(nn.Module):
         if norm == 0:  # an all-zero gradient: zeros, with zero gradients (as the C++ op)
             return (weighted * 0).view_as(grad)
         return (self.rescale / norm * weighted).view_as(grad)
+
+    def load_state_dict(self, state_dict, strict=True, **kwargs):
+        """``nn.Module.load_state_dict``, also for the official ``neuralgrad`` code's keys ``network.N.*``."""
+        state_dict = {("mlp." + key[len("network."):] if key.startswith("network.") else key): value
+                      for key, value in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     def extra_repr(self):
         return f"hidden_sizes={self.hidden_sizes}, rescale={self.rescale}, activation={self.activation!r}"

@@ -26,7 +26,7 @@ from typing import Dict, Optional
 import torch
 
 from . import polygons
-from .models import EMBEDDINGS, LOSSES, EmbeddingMLP, NandaTransformer, Transformer
+from .models import BLOCKS, EMBEDDINGS, LOSSES, EmbeddingMLP, NandaTransformer, Transformer
 from .tasks import (OPERATIONS, Split, TokenLayout, hold_out_split, inner_outer_test_split, modular_task,
                     number_of_examples, task_problems, token_layout)
 
@@ -39,7 +39,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 EVAL_CHUNK = 2048  # token sequences per evaluation forward (see eval_chunk)
 # The fields of one kind of task, with the values the other kind must leave them at.
 TOKEN_DEFAULTS = {"layout": "neuralgrok", "operand_offset": 0, "split": "random", "holdout_k": 0,
-                  "embedding_init": "default"}
+                  "embedding_init": "default", "nonzero_b": False, "block": "prenorm"}
 IMAGE_DEFAULTS = {"image_size": 64, "faithful": False, "image_count": 0, "weights_path": ""}
 
 
@@ -68,7 +68,7 @@ class RunData:
 
 
 def hold_out_train_count(config):
-    return int(config.train_fraction * number_of_examples(config.task, config.p))
+    return int(config.train_fraction * number_of_examples(config.task, config.p, config.nonzero_b))
 
 
 def build_data(config, with_outer):
@@ -78,11 +78,12 @@ def build_data(config, with_outer):
     if config.split == "random" and with_outer:
         inner, outer, test = inner_outer_test_split(
             config.task, config.p, config.seed, inner_fraction=config.train_fraction - config.outer_fraction,
-            outer_fraction=config.outer_fraction, layout=config.layout, offset=config.operand_offset)
+            outer_fraction=config.outer_fraction, layout=config.layout, offset=config.operand_offset,
+            nonzero_b=config.nonzero_b)
         return RunData(token_layout(config.task, config.p, config.layout, config.operand_offset), inner, test, outer)
     if config.split == "random":
         data = modular_task(config.task, config.p, config.train_fraction, config.seed, config.layout,
-                            config.operand_offset)
+                            config.operand_offset, config.nonzero_b)
         return RunData(data.layout, Split(data.train_inputs, data.train_labels),
                        Split(data.test_inputs, data.test_labels))
     split = hold_out_split(config.task, config.p, config.split, config.holdout_k, seed=config.seed,
@@ -109,7 +110,7 @@ def build_model(config, layout, sequence_length):
     embedding = None if config.embedding_init == "default" else config.embedding_init
     if config.model == "transformer":
         return Transformer(layout.vocab_size, config.p, sequence_length, width=config.width, depth=config.depth,
-                           heads=config.heads, embedding=embedding, **common)
+                           heads=config.heads, embedding=embedding, block=config.block, **common)
     if config.model == "nanda":
         return NandaTransformer(layout.vocab_size, config.p, sequence_length, width=config.width,
                                 depth=config.depth, heads=config.heads, mlp_width=config.mlp_width,
@@ -144,7 +145,7 @@ def build_base_optimizer(config, parameters):
 
 def _choice_problems(config):
     choices = {"model": MODELS, "split": SPLITS, "embedding_init": EMBEDDING_INITS, "loss": LOSSES,
-               "optimizer": OPTIMIZERS}
+               "optimizer": OPTIMIZERS, "block": BLOCKS}
     return [f"{name}={getattr(config, name)!r} is not one of {list(valid)}"
             for name, valid in choices.items() if getattr(config, name) not in valid]
 
@@ -160,11 +161,14 @@ def build_problems(config, with_outer):
         return problems + _polygon_problems(config, with_outer)
     problems += [f"{name}={getattr(config, name)!r} is for task='polygons'"
                  for name, default in IMAGE_DEFAULTS.items() if getattr(config, name) != default]
+    if config.block != "prenorm" and config.model != "transformer":
+        problems.append(f"block={config.block!r} is for model='transformer' (got {config.model!r})")
     if config.operand_offset and config.layout != "nanda":
         problems.append(f"operand_offset={config.operand_offset} needs layout='nanda' (got {config.layout!r})")
     elif config.operand_offset < 0:
         problems.append(f"operand_offset={config.operand_offset} must not be negative")
-    task = task_problems(config.task, config.p, config.train_fraction, config.layout, config.operand_offset)
+    task = task_problems(config.task, config.p, config.train_fraction, config.layout, config.operand_offset,
+                         config.nonzero_b)
     if problems or task:
         return problems + task  # the checks below need a valid task and valid choices
     vocab_size = token_layout(config.task, config.p, config.layout, config.operand_offset).vocab_size
@@ -218,6 +222,8 @@ def _split_problems(config, with_outer):
             return [f"holdout_k={config.holdout_k} is set but split='random'; use split='rectangle' or 'strip'"]
         return []
     problems = []
+    if config.nonzero_b:
+        problems.append(f"nonzero_b is for split='random' (got split={config.split!r})")
     arity = OPERATIONS[config.task].arity
     if arity != 2:
         problems.append(f"split={config.split!r} holds out pairs; task={config.task!r} has {arity} operands")

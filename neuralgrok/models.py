@@ -2,7 +2,8 @@
 
 :class:`Transformer` is the decoder-only causal transformer of Power et al., Grokfast and NeuralGrok:
 token + learned position embeddings, ``depth`` pre-LayerNorm blocks (causal multi-head
-self-attention, then a GELU MLP four times as wide), a final LayerNorm and an untied linear head
+self-attention, then a GELU MLP four times as wide; ``block="official"`` is the variant of NeuralGrok's
+official code, see :class:`Block`), a final LayerNorm and an untied linear head
 without bias, read out at the last position (the ``=`` token). Loss and accuracy are on the answer
 only, because the model produces logits for the last position only.
 
@@ -24,11 +25,24 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class Block(nn.Module):
-    """Pre-LayerNorm residual block: ``x + attention(ln(x))``, then ``x + mlp(ln(x))``."""
+BLOCKS = ("prenorm", "official")
 
-    def __init__(self, width, heads):
+
+class Block(nn.Module):
+    """A residual block of causal self-attention and a GELU MLP, in one of two forms (``variant``):
+
+    - ``"prenorm"``, the standard pre-LayerNorm block: ``x = x + attn(LN1(x)); x = x + mlp(LN2(x))``;
+    - ``"official"``, the block of NeuralGrok's official code: ``x = LN1(x); x = x + attn(x);
+      x = x + mlp(LN2(x))``, where the residual stream is overwritten by LN1's output.
+
+    Both have the same parameters (names and shapes), so a state dict loads into either.
+    """
+
+    def __init__(self, width, heads, variant="prenorm"):
         super().__init__()
+        if variant not in BLOCKS:
+            raise ValueError(f"block variant {variant!r}; choose one of {list(BLOCKS)}")
+        self.variant = variant
         self.attention_norm = nn.LayerNorm(width)
         self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
         self.mlp_norm = nn.LayerNorm(width)
@@ -38,6 +52,8 @@ class Block(nn.Module):
         """``(N, T, width)`` -> ``(N, T, width)``, or ``(N, 1, width)`` for the last position only
         with ``last_only`` (which attends to every position, so it needs no mask)."""
         normed = self.attention_norm(x)
+        if self.variant == "official":
+            x = normed
         if last_only:
             x, queries, causal_mask = x[:, -1:], normed[:, -1:], None
         else:
@@ -55,13 +71,13 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, vocab_size, num_classes, sequence_length, width=128, depth=2, heads=4,
-                 init_scale=1.0, embedding=None, embedding_seed=0):
+                 init_scale=1.0, embedding=None, embedding_seed=0, block="prenorm"):
         super().__init__()
         if width % heads:
             raise ValueError(f"width={width} must be divisible by heads={heads}")
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.position_embedding = nn.Embedding(sequence_length, width)
-        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, heads, block) for _ in range(depth))
         self.final_norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, num_classes, bias=False)
         # True above the diagonal = position i may not attend to a later position j > i.

@@ -1,10 +1,13 @@
 """NeuralGrok (arXiv 2504.17243) as a wrapper around any ``torch.optim`` optimizer."""
+import math
+
 import torch
 
 from .amplifier import NeuralAmplifier
 from .wrapper import GradientTransformOptimizer
 
 META_MODES = ("paper", "fast")
+VIRTUAL_LRS = ("initial", "current")  # which lr of a parameter group the virtual step uses
 
 
 class NeuralGrok(GradientTransformOptimizer):
@@ -18,6 +21,13 @@ class NeuralGrok(GradientTransformOptimizer):
     cotangent ``-lr * dL_outer/dtheta'``. No copy of the model is made: the parameters' storage is
     swapped to ``theta'`` for the outer forward/backward and swapped back.
 
+    The defaults are the official code's (``neuralgrad`` branch, the paper's Table 1 setup): T = 4,
+    an amplifier of hidden sizes (128, 128), c = 1 (the amplifier's ``rescale``), a global clip of
+    1.0, the amplifier trained by Adam (lr 1e-4, betas (0.9, 0.98), L2 weight decay 1e-3), and the
+    virtual step at the base lr without any warm-up factor. Where this class differs from that
+    code it says so below (the "fast" meta mode, the swap of parameter storage instead of a deep
+    copy of the model, and the meta step of a non-finite gradient).
+
     Meta modes:
         ``"paper"``: like the paper's code, recompute ``g`` on the same inner batch at the freshly
         updated weights (the closure is called a second time), so ``step`` needs a closure.
@@ -29,12 +39,18 @@ class NeuralGrok(GradientTransformOptimizer):
         amplifier: a :class:`NeuralAmplifier`; by default ``NeuralAmplifier()``.
         outer_closure: ``() -> loss`` on the outer split (forward only, no ``backward``); needed
             unless ``train_amplifier=False``. Under DDP, call the wrapped ``model.module`` in it.
-        meta_every: T, the number of steps between amplifier updates (the paper's code uses 2).
+        meta_every: T, the number of steps between amplifier updates (4, the official code's for the
+            two-operand tasks; it uses 1 for a*c+b*d-e mod 7).
         meta: ``"paper"`` or ``"fast"``, see above.
         meta_optimizer: optimizer for the amplifier's parameters; by default
-            ``Adam(amplifier.parameters(), lr=meta_lr, betas=(0.9, 0.98))`` as in the paper's code.
+            ``Adam(amplifier.parameters(), lr=meta_lr, betas=(0.9, 0.98), weight_decay=meta_weight_decay)``
+            as in the official code.
         meta_lr: learning rate of the default meta optimizer.
-        virtual_lr: the lr of the virtual step; ``None`` uses each parameter group's current lr.
+        meta_weight_decay: L2 weight decay of the default meta optimizer (1e-3, the official code's).
+        virtual_lr: the lr of the virtual step: ``"initial"`` (default) each parameter group's
+            ``initial_lr`` where an LR scheduler set one, else its ``lr``: the base lr without the
+            warm-up factor, as the official code; ``"current"`` each group's current (scheduled)
+            lr; or a number.
         clip_grad_norm: global norm the amplified gradients are clipped to (1.0 in the paper's
             code); ``None`` disables clipping.
         train_amplifier: ``False`` freezes the amplifier (transfer of a trained amplifier).
@@ -59,9 +75,9 @@ class NeuralGrok(GradientTransformOptimizer):
         opt.step(closure)
     """
 
-    def __init__(self, base_optimizer, amplifier=None, *, outer_closure=None, meta_every=2, meta="paper",
-                 meta_optimizer=None, meta_lr=1e-4, virtual_lr=None, clip_grad_norm=1.0, train_amplifier=True,
-                 nonfinite="raise", param_names=None):
+    def __init__(self, base_optimizer, amplifier=None, *, outer_closure=None, meta_every=4, meta="paper",
+                 meta_optimizer=None, meta_lr=1e-4, meta_weight_decay=1e-3, virtual_lr="initial",
+                 clip_grad_norm=1.0, train_amplifier=True, nonfinite="raise", param_names=None):
         super().__init__(base_optimizer, nonfinite=nonfinite, param_names=param_names)
         if amplifier is None:
             amplifier = NeuralAmplifier()
@@ -73,8 +89,11 @@ class NeuralGrok(GradientTransformOptimizer):
             raise ValueError(f"meta_every must be a positive int, got {meta_every!r}")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
-        if virtual_lr is not None and not virtual_lr > 0:
-            raise ValueError(f"virtual_lr must be > 0 or None, got {virtual_lr!r}")
+        if virtual_lr not in VIRTUAL_LRS and (isinstance(virtual_lr, (str, bool)) or
+                                              not isinstance(virtual_lr, (int, float)) or not 0 < virtual_lr < math.inf):
+            raise ValueError(f"virtual_lr must be a finite number > 0 or one of {VIRTUAL_LRS}, got {virtual_lr!r}")
+        if not (isinstance(meta_weight_decay, (int, float)) and 0 <= meta_weight_decay < math.inf):
+            raise ValueError(f"meta_weight_decay must be a finite number >= 0, got {meta_weight_decay!r}")
         if train_amplifier and outer_closure is None:
             raise ValueError("training the amplifier needs outer_closure (the loss on the outer split); "
                              "pass train_amplifier=False to use a frozen amplifier")
@@ -87,7 +106,8 @@ class NeuralGrok(GradientTransformOptimizer):
         self.train_amplifier = train_amplifier
         amplifier.requires_grad_(train_amplifier)
         if train_amplifier and meta_optimizer is None:
-            meta_optimizer = torch.optim.Adam(amplifier.parameters(), lr=meta_lr, betas=(0.9, 0.98))
+            meta_optimizer = torch.optim.Adam(amplifier.parameters(), lr=meta_lr, betas=(0.9, 0.98),
+                                              weight_decay=meta_weight_decay)
         self.meta_optimizer = meta_optimizer
         self.steps = 0
         self.meta_steps = 0
@@ -122,7 +142,7 @@ class NeuralGrok(GradientTransformOptimizer):
         if not params or not self.gradients_are_finite(params):
             return loss
         inner_grads = [p.grad.clone() for p in params] if meta_due and self.meta == "fast" else None
-        self.transform_(params)
+        self.transform_and_record_(params)
         self.base_optimizer.step()
         self.steps += 1
         if meta_due:
@@ -154,10 +174,18 @@ class NeuralGrok(GradientTransformOptimizer):
         return self.nonfinite_found(what, "the amplifier was not updated")
 
     def _virtual_lrs(self, params):
-        if self.virtual_lr is not None:
+        if self.virtual_lr not in VIRTUAL_LRS:
             return [float(self.virtual_lr)] * len(params)
-        lr_of = {p: group["lr"] for group in self.param_groups for p in group["params"]}
+        key = "initial_lr" if self.virtual_lr == "initial" else "lr"
+        lr_of = {p: group.get(key, group["lr"]) for group in self.param_groups for p in group["params"]}
         return [float(lr_of[p]) for p in params]
+
+    def snapshot_state(self):
+        """The amplifier's state with the step counts; None for a frozen amplifier after step 0."""
+        if not self.train_amplifier and self.steps > 0:
+            return None
+        return {"amplifier": {name: t.detach().clone() for name, t in self.amplifier.state_dict().items()},
+                "steps": self.steps, "meta_steps": self.meta_steps}
 
     def _meta_step(self, params, inner_grads):
         with torch.enable_grad():

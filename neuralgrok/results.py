@@ -2,7 +2,8 @@
 
 A run directory (``neuralgrok run --out`` or one run of a sweep) holds checkpoints and a
 ``metrics.csv`` row every ``eval_every`` steps. Its copy under ``results/<experiment>/<run name>/``
-keeps ``config.toml`` and ``summary.json`` as they are and ``metrics.csv`` downsampled to at most
+keeps ``config.toml`` and ``summary.json`` as they are (and a NeuralGrok run's ``amplifier.pt`` and
+``snapshots/``, its amplifier during the run) and ``metrics.csv`` downsampled to at most
 ``max_rows`` rows: log-spaced steps (grokking is plotted on a log-x axis), the first and last row,
 and the first row reaching each test-accuracy threshold and the memorisation accuracy, so the steps
 and seconds to each threshold read from the copy are those of the full run. Nothing else is copied.
@@ -11,6 +12,7 @@ Commands::
 
     neuralgrok sweep configs/sweep-demo.toml                                      # the runs
     python -m neuralgrok.results export runs/sweep-demo results/sweep-demo         # their small copies
+    python -m neuralgrok.results export --finished-only runs/sweep-x results/sweep-x  # those done so far
     python -m neuralgrok.results table results/sweep-demo results/sweep-neuralgrok-tasks   # README's table
     python -m neuralgrok.results diff results/sweep-demo /tmp/clone/results/sweep-demo  # a regeneration agrees?
 
@@ -40,13 +42,15 @@ import numpy as np
 
 from .compare import (PEAK_MEMORY_KEY, by_seed, group_runs, load_runs, median_steps, read_config,
                       run_directories, steps_reached)
-from .files import atomic_write_text, read_toml, to_toml, toml_value
+from .files import atomic_write, atomic_write_text, read_toml, to_toml, toml_value
 from .sweep import SWEEP_KEYS, load_sweep, run_sweep
 from .tasks import OPERATIONS
-from .train import METHODS, MEMORISATION_ACCURACY, TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv, read_metrics
+from .train import (METHODS, MEMORISATION_ACCURACY, SNAPSHOTS, TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv,
+                    read_metrics)
 
 DEFAULT_MAX_ROWS = 200
 COPIED_FILES = ("config.toml", "summary.json")  # copied verbatim; metrics.csv is downsampled
+COPIED_BINARIES = ("amplifier.pt",)  # copied verbatim where a run has them, with its snapshots/
 MACHINE_FIELDS = ("wall_time_s", "peak_rss_mib", "build")  # what the same run on another machine changes
 
 
@@ -99,19 +103,27 @@ def export_run(run_dir, dest_dir, max_rows=DEFAULT_MAX_ROWS):
     history = downsample(read_metrics(run_dir / "metrics.csv"), max_rows)
     for name in COPIED_FILES:
         atomic_write_text(dest_dir / name, (run_dir / name).read_text())
+    binaries = [run_dir / name for name in COPIED_BINARIES if (run_dir / name).is_file()]
+    binaries += sorted((run_dir / SNAPSHOTS).glob("*.pt"))
+    for source in binaries:
+        with atomic_write(dest_dir / source.relative_to(run_dir), "wb") as f:
+            f.write(source.read_bytes())
     atomic_write_text(dest_dir / "metrics.csv", metrics_csv(history))
     return dest_dir
 
 
-def export_runs(paths, dest_dir, max_rows=DEFAULT_MAX_ROWS):
+def export_runs(paths, dest_dir, max_rows=DEFAULT_MAX_ROWS, finished_only=False):
     """Export every run in ``paths`` (run directories or sweep directories) to ``dest_dir/<run name>``.
 
     All must be finished: committed results are complete or not written at all (checked before
-    anything is copied). Returns the new directories.
+    anything is copied), unless ``finished_only``, which exports the finished ones and leaves the
+    others (a sweep still running). Returns the new directories.
     """
     directories = run_directories(paths)
     unfinished = [str(d) for d in directories if not (d / "summary.json").is_file()]
-    if unfinished:
+    if finished_only:
+        directories = [d for d in directories if (d / "summary.json").is_file()]
+    elif unfinished:
         raise ValueError(f"unfinished runs (no summary.json): {', '.join(unfinished)}")
     names = [d.name for d in directories]
     if len(set(names)) != len(names):
@@ -371,6 +383,8 @@ def main(argv=None):
     export.add_argument("dest", help="results directory, e.g. results/sweep-demo")
     export.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
                         help=f"metrics rows kept per run (default: {DEFAULT_MAX_ROWS})")
+    export.add_argument("--finished-only", action="store_true",
+                        help="export the finished runs and leave the unfinished ones (a sweep still running)")
     table = commands.add_parser("table", help="print the task x method steps-to-grok table (Markdown)")
     table.add_argument("results", nargs="+", help="results or sweep directories, e.g. results/sweep-demo")
     diff = commands.add_parser("diff", help="compare regenerated results with committed ones; exit 1 if they differ",
@@ -389,7 +403,7 @@ def main(argv=None):
             print("\n".join(found) if found else f"{arguments.regenerated} agrees with {arguments.committed} "
                   f"(leaving out {', '.join(MACHINE_FIELDS)})")
             return 1 if found else 0
-        written = export_runs(arguments.runs, arguments.dest, arguments.max_rows)
+        written = export_runs(arguments.runs, arguments.dest, arguments.max_rows, arguments.finished_only)
     except (ValueError, TypeError) as error:
         parser.error(str(error))  # exits with status 2
     print(f"{len(written)} runs exported to {arguments.dest}")

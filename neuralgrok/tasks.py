@@ -68,7 +68,8 @@ def modular_inverse(b, p):
     return table[b]
 
 
-# NeuralGrok's tasks (its code: b >= 1 for a*b and a/b; c, d >= 1 for the five-operand task).
+# NeuralGrok's tasks (c, d >= 1 for the five-operand task; its official code also draws b >= 1 for all
+# four two-operand tasks, which a run asks for with nonzero_b, see operation_of).
 register_operation("a+b", lambda a, b, p: a + b)
 register_operation("a-b", lambda a, b, p: a - b)
 register_operation("a*b", lambda a, b, p: a * b, nonzero_b=True)
@@ -158,12 +159,21 @@ def is_prime(n):
     return n >= 2 and all(n % d for d in range(2, int(n ** 0.5) + 1))
 
 
-def number_of_examples(operation, p):
+def operation_of(operation, nonzero_b=False):
+    """The registered :class:`Operation` named ``operation``; with ``nonzero_b``, its second operand
+    excludes 0 (NeuralGrok's official code draws b from 1..p-1 for all four two-operand tasks)."""
     op = OPERATIONS[operation]
+    if nonzero_b and not op.nonzero_b:
+        op = Operation(op.name, op.compute, op.arity, tuple(sorted(set(op.nonzero) | {1})), op.operators)
+    return op
+
+
+def number_of_examples(operation, p, nonzero_b=False):
+    op = operation_of(operation, nonzero_b)
     return (p - 1) ** len(op.nonzero) * p ** (op.arity - len(op.nonzero))
 
 
-def task_problems(operation, p, train_fraction=None, layout="neuralgrok", offset=0):
+def task_problems(operation, p, train_fraction=None, layout="neuralgrok", offset=0, nonzero_b=False):
     """What is wrong with these task settings, as messages (empty if nothing)."""
     if operation not in OPERATIONS:
         return [f"unknown operation {operation!r}; choose one of {sorted(OPERATIONS)}"]
@@ -175,14 +185,16 @@ def task_problems(operation, p, train_fraction=None, layout="neuralgrok", offset
         return [f"layout {layout!r} needs a two-operand operation; {operation} has {OPERATIONS[operation].arity}"]
     if offset < 0 or (offset and layout != "nanda"):
         return [f"offset={offset}: only the 'nanda' layout takes an offset, and it must be >= 0"]
-    if number_of_examples(operation, p) > MAX_EXAMPLES:
-        return [f"{operation} mod {p} has {number_of_examples(operation, p)} examples, over the {MAX_EXAMPLES} "
+    if nonzero_b and OPERATIONS[operation].arity < 2:
+        return [f"nonzero_b: {operation} has no second operand"]
+    n_all = number_of_examples(operation, p, nonzero_b)
+    if n_all > MAX_EXAMPLES:
+        return [f"{operation} mod {p} has {n_all} examples, over the {MAX_EXAMPLES} "
                 f"this module builds in memory (NeuralGrok uses p = 7 for a*c+b*d-e)"]
     if train_fraction is None:
         return []
     if not 0.0 < train_fraction < 1.0:
         return [f"train_fraction={train_fraction} must be strictly between 0 and 1"]
-    n_all = number_of_examples(operation, p)
     if not 0 < round(train_fraction * n_all) < n_all:
         return [f"train_fraction={train_fraction} leaves an empty train or test set "
                 f"({n_all} examples for {operation} mod {p})"]
@@ -194,10 +206,11 @@ def _check(problems):
         raise ValueError("; ".join(problems))
 
 
-def all_operands(operation, p):
-    """Every operand tuple of the task in lexicographic order, ``(N, arity)`` long, and the labels ``(N,)``."""
-    _check(task_problems(operation, p))
-    op = OPERATIONS[operation]
+def all_operands(operation, p, nonzero_b=False):
+    """Every operand tuple of the task in lexicographic order, ``(N, arity)`` long, and the labels ``(N,)``
+    (``nonzero_b``: see :func:`operation_of`)."""
+    _check(task_problems(operation, p, nonzero_b=nonzero_b))
+    op = operation_of(operation, nonzero_b)
     ranges = [torch.arange(1 if i in op.nonzero else 0, p) for i in range(op.arity)]
     operands = torch.cartesian_prod(*ranges).reshape(-1, op.arity)  # cartesian_prod of one range is 1-D
     # remainder() is the mathematical mod (non-negative for a-b), unlike C-style fmod.
@@ -205,9 +218,9 @@ def all_operands(operation, p):
     return operands, labels
 
 
-def all_examples(operation, p, layout="neuralgrok", offset=0):
+def all_examples(operation, p, layout="neuralgrok", offset=0, nonzero_b=False):
     """Every example of the task, in operand order: inputs ``(N, T)`` long, labels ``(N,)`` long."""
-    operands, labels = all_operands(operation, p)
+    operands, labels = all_operands(operation, p, nonzero_b)
     return token_layout(operation, p, layout, offset).encode(operands), labels
 
 
@@ -245,11 +258,11 @@ def _permutation(n, seed):
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
-def modular_task(operation, p, train_fraction, seed, layout="neuralgrok", offset=0):
+def modular_task(operation, p, train_fraction, seed, layout="neuralgrok", offset=0, nonzero_b=False):
     """All examples of ``operation`` mod ``p``, shuffled by ``seed`` and split: the first
     ``round(train_fraction * N)`` are the training set, the rest the test set."""
-    _check(task_problems(operation, p, train_fraction, layout, offset))
-    inputs, labels = all_examples(operation, p, layout, offset)
+    _check(task_problems(operation, p, train_fraction, layout, offset, nonzero_b))
+    inputs, labels = all_examples(operation, p, layout, offset, nonzero_b)
     n_train = round(train_fraction * len(labels))
     order = _permutation(len(labels), seed)
     train, test = order[:n_train], order[n_train:]
@@ -273,12 +286,13 @@ def _take(inputs, labels, index):
 
 
 def inner_outer_test_split(operation, p, seed, inner_fraction=0.49, outer_fraction=0.01,
-                           layout="neuralgrok", offset=0):
+                           layout="neuralgrok", offset=0, nonzero_b=False):
     """NeuralGrok's bilevel split: all examples shuffled by ``seed``; the first
-    ``round(inner_fraction * N)`` train the model, the next ``round(outer_fraction * N)`` train the
-    amplifier, the rest are the test set. Returns ``(inner, outer, test)`` :class:`Split` s."""
-    inputs, labels = all_examples(operation, p, layout, offset)
-    n_inner, n_outer = round(inner_fraction * len(labels)), round(outer_fraction * len(labels))
+    ``int(inner_fraction * N)`` train the model, the next ``int(outer_fraction * N)`` train the
+    amplifier, the rest are the test set (truncated as the official code does: 4,562 / 93 / 4,657 of
+    9,312 pairs). Returns ``(inner, outer, test)`` :class:`Split` s."""
+    inputs, labels = all_examples(operation, p, layout, offset, nonzero_b)
+    n_inner, n_outer = int(inner_fraction * len(labels)), int(outer_fraction * len(labels))
     if min(n_inner, n_outer, len(labels) - n_inner - n_outer) <= 0:
         raise ValueError(f"fractions inner={inner_fraction}, outer={outer_fraction} leave an empty split "
                          f"of the {len(labels)} examples of {operation} mod {p}")

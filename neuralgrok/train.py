@@ -35,13 +35,15 @@ from .files import atomic_write, atomic_write_text, read_toml, remove_temporarie
 from . import measures as progress_measures
 from .grokfast import Grokfast
 from .metrics import age
+from .normalize import Normalize
 from .optimizer import META_MODES, NeuralGrok
 from .models import accuracy, answer_loss, example_losses
 from .run_measures import MEASURES, MeasureInput, compute_measures, measure_problems, needs_all_pairs
 from .version import build_info
 
 METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
-                  "grad_age", "weight_norm", "wall_time_s")
+                  "grad_age", "step_grad_age", "weight_norm", "wall_time_s")
+SNAPSHOTS = "snapshots"  # run-directory folder of the method's snapshot_state() files
 CHECKPOINT = "checkpoint.pt"
 TEST_ACCURACY_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 MEMORISATION_ACCURACY = 0.99
@@ -69,6 +71,8 @@ class TrainConfig:
     holdout_k: int = option(0, "rectangle/strip: the held block's bound k (1..p-2); 0 with split random")
     train_fraction: float = option(0.5, "fraction of all examples used for training (for rectangle/strip: "
                                         "int(train_fraction * all) of the pairs not held out)")
+    nonzero_b: bool = option(False, "exclude b = 0 from a two-operand task (NeuralGrok's official code: b in "
+                                    "1..p-1 for a+b, a-b, a*b and a*a-b: 9,312 pairs at p = 97)")
     seed: int = option(0, "seeds the split, the initialisation and the batch order")
     image_size: int = option(64, "polygons: image side in pixels, even, >= 16 (the paper: 224)")
     faithful: bool = option(False, "polygons: draw three cells' polygons as the reference code does "
@@ -84,6 +88,8 @@ class TrainConfig:
                                    "ImageNet weights) instead of a random init")
     width: int = option(128, "embedding width")
     depth: int = option(2, "number of transformer blocks (not mlp)")
+    block: str = option("prenorm", "transformer block: prenorm (x + attn(LN1 x), then x + mlp(LN2 x)) or official "
+                                   "(NeuralGrok's code: x = LN1 x; x + attn(x); x + mlp(LN2 x))")
     heads: int = option(4, "attention heads per block (not mlp)")
     mlp_width: int = option(512, "nanda: MLP width of a block; mlp: both hidden layers' width "
                                  "(the transformer's MLP is 4 x width)")
@@ -101,22 +107,38 @@ class TrainConfig:
     betas: Tuple[float, float] = option((0.9, 0.98), "adamw/adam betas")
     momentum: float = option(0.0, "sgd momentum")
     warmup_steps: int = option(10, "linear learning-rate warm-up; 0 = none")
+    warmup_from_zero: bool = option(False, "the k-th update runs at lr * min((k - 1) / warmup_steps, 1), the first "
+                                           "at lr 0, as NeuralGrok's official code; off: min(k / warmup_steps, 1)")
     # -- method -------------------------------------------------------------------------------
     method: str = option("baseline", "gradient method wrapping the base optimizer")
     ema_alpha: float = option(0.98, "grokfast-ema: EMA momentum")
     ema_lamb: float = option(2.0, "grokfast-ema: amplification")
     ma_window: int = option(100, "grokfast-ma: window in steps")
     ma_lamb: float = option(5.0, "grokfast-ma: amplification")
-    amplifier_hidden: Tuple[int, ...] = option((32,), "neuralgrok: amplifier hidden sizes (the paper's code: 512 512)")
-    amplifier_rescale: float = option(1.0, "neuralgrok: rescale coefficient c of the amplified gradients")
-    meta_every: int = option(2, "neuralgrok: steps between amplifier updates (T)")
+    amplifier_hidden: Tuple[int, ...] = option((128, 128), "neuralgrok: amplifier hidden sizes (the official code: "
+                                                           "128 128; 1152 for a*c+b*d-e mod 7)")
+    amplifier_rescale: float = option(1.0, "neuralgrok, normalize: c, the norm each transformed gradient tensor is "
+                                           "rescaled to")
+    meta_every: int = option(4, "neuralgrok: steps between amplifier updates (T; the official code: 4, 1 for "
+                                "a*c+b*d-e mod 7)")
     meta_mode: str = option("paper", "neuralgrok: 'paper' recomputes the gradient after the step, 'fast' reuses it")
     meta_lr: float = option(1e-4, "neuralgrok: the amplifier's Adam learning rate")
+    meta_weight_decay: float = option(1e-3, "neuralgrok: the amplifier's Adam L2 weight decay")
+    virtual_lr: float = option(0.0, "neuralgrok: lr of the virtual step; 0 = the base lr (see virtual_lr_warmup)")
+    virtual_lr_warmup: bool = option(False, "neuralgrok: with virtual_lr 0, multiply the base lr by the warm-up "
+                                            "factor (off: the official code's constant base lr)")
     outer_fraction: float = option(0.01, "neuralgrok: fraction of all pairs moved from train to the outer split")
-    clip_grad_norm: float = option(1.0, "neuralgrok: global norm the amplified gradients are clipped to; 0 = off")
+    clip_grad_norm: float = option(1.0, "neuralgrok, neuralgrok-frozen, normalize-clip: global norm the transformed "
+                                        "gradients are clipped to; 0 = off")
     amplifier_path: str = option("", "neuralgrok: use this frozen amplifier.pt (transfer) instead of training one")
     # -- bookkeeping --------------------------------------------------------------------------
-    eval_every: int = option(10, "steps between logged evaluations")
+    eval_every: int = option(10, "steps between logged evaluations; 0 = once per epoch of the training batches "
+                                 "(as NeuralGrok's Table 1 counts)")
+    early_stop_accuracy: float = option(0.0, "end the run once test accuracy has held >= this for early_stop_evals "
+                                             "evaluations in a row; 0 = off")
+    early_stop_evals: int = option(20, "evaluations the early-stop accuracy must hold for")
+    snapshot_every: int = option(0, "steps between snapshots of the method's small state (NeuralGrok: its amplifier) "
+                                    "in snapshots/step_N.pt, from step 0; 0 = none")
     measures: str = option("", "progress measures logged at each evaluation, comma-separated: "
                                 + ", ".join(sorted(MEASURES)) + " (see neuralgrok.run_measures)")
     checkpoint_every: int = option(500, "steps between checkpoint.pt (and metrics.csv) writes in the run "
@@ -131,10 +153,11 @@ class TrainConfig:
         problems = build_problems(self, uses_outer_split(self))
         if self.method not in METHODS:
             problems.append(f"method={self.method!r} is not one of {sorted(METHODS)}")
-        for name in ("width", "depth", "heads", "eval_every", "ma_window", "meta_every"):
+        for name in ("width", "depth", "heads", "ma_window", "meta_every", "early_stop_evals"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("steps", "batch_size", "warmup_steps", "threads", "checkpoint_every"):
+        for name in ("steps", "batch_size", "warmup_steps", "threads", "checkpoint_every", "eval_every",
+                     "snapshot_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must not be negative")
         if self.width % max(self.heads, 1):
@@ -152,8 +175,16 @@ class TrainConfig:
             problems.append(f"meta_mode={self.meta_mode!r} is not one of {list(META_MODES)}")
         if not (self.meta_lr > 0 and self.amplifier_rescale > 0 and self.clip_grad_norm >= 0):
             problems.append("meta_lr and amplifier_rescale must be positive and clip_grad_norm not negative")
+        if not (self.meta_weight_decay >= 0 and self.virtual_lr >= 0):
+            problems.append(f"meta_weight_decay={self.meta_weight_decay} and virtual_lr={self.virtual_lr} must not "
+                            f"be negative")
+        if not 0.0 <= self.early_stop_accuracy <= 1.0:
+            problems.append(f"early_stop_accuracy={self.early_stop_accuracy} must be in [0, 1] (0 = off)")
         if not 0.0 < self.outer_fraction < self.train_fraction:
             problems.append(f"outer_fraction={self.outer_fraction} must be in (0, train_fraction={self.train_fraction})")
+        if self.amplifier_path and self.method != "neuralgrok":
+            problems.append(f"amplifier_path is for method='neuralgrok' (got {self.method!r}; neuralgrok-frozen "
+                            f"keeps the amplifier at its initialisation)")
         if self.amplifier_path and not Path(self.amplifier_path).is_file():
             problems.append(f"amplifier_path={self.amplifier_path!r} is not a file")
         if problems:
@@ -167,9 +198,10 @@ class TrainConfig:
 
     @classmethod
     def defaults(cls):
-        """``{field: default}``: what a run whose ``config.toml`` lacks a field (one written before
-        the field existed) ran with."""
-        return {f.name: f.default for f in dataclasses.fields(cls)}
+        """``{field: value}``: what a run whose ``config.toml`` lacks a field (one written before
+        the field existed) ran with: the field's default, or for a field whose default is not what
+        runs did before it existed, :data:`ABSENT_FIELD_VALUES`'s value."""
+        return {**{f.name: f.default for f in dataclasses.fields(cls)}, **ABSENT_FIELD_VALUES}
 
     @classmethod
     def typed_values(cls, values):
@@ -200,6 +232,11 @@ class TrainConfig:
         return cls.from_dict(read_toml(path))
 
 
+# Fields added with a default other than what runs did before they existed (see TrainConfig.defaults):
+# NeuralGrok's amplifier Adam had no weight decay, and its virtual step used the warmed-up lr.
+ABSENT_FIELD_VALUES = {"meta_weight_decay": 0.0, "virtual_lr_warmup": True}
+
+
 def _as_type_of(value, default):
     """``value`` as the type of ``default``; TypeError where it does not fit (bools are not ints)."""
     if isinstance(default, tuple) and isinstance(value, (list, tuple)):
@@ -228,35 +265,67 @@ def _build_grokfast(mode):
 
 
 def uses_outer_split(config):
-    """NeuralGrok trains its amplifier on an outer split held out of the training pairs."""
-    return config.method == "neuralgrok" and not config.amplifier_path
+    """Whether the run's training pairs lose NeuralGrok's outer split: NeuralGrok trains its
+    amplifier on it, and its frozen control trains on the same inner split (so the two differ only
+    in the amplifier's training)."""
+    return config.method in OUTER_SPLIT_METHODS and not config.amplifier_path
 
 
-def _build_neuralgrok(base_optimizer, model, config, outer):
-    amplifier = NeuralAmplifier(config.amplifier_hidden, rescale=config.amplifier_rescale).to(config.device)
-    if config.amplifier_path:
-        amplifier.load_state_dict(torch.load(config.amplifier_path, map_location=config.device))
-    return NeuralGrok(base_optimizer, amplifier, meta_every=config.meta_every, meta=config.meta_mode,
-                      meta_lr=config.meta_lr, clip_grad_norm=config.clip_grad_norm or None,
-                      train_amplifier=outer is not None,
-                      outer_closure=None if outer is None else
-                      lambda: answer_loss(model, outer.inputs, outer.labels, config.loss)[0],
-                      param_names={p: n for n, p in model.named_parameters()})
+def _virtual_lr(config):
+    if config.virtual_lr:
+        return config.virtual_lr
+    return "current" if config.virtual_lr_warmup else "initial"
+
+
+def _build_neuralgrok(train_amplifier):
+    def build(base_optimizer, model, config, outer):
+        amplifier = NeuralAmplifier(config.amplifier_hidden, rescale=config.amplifier_rescale).to(config.device)
+        if config.amplifier_path:
+            amplifier.load_state_dict(torch.load(config.amplifier_path, map_location=config.device))
+        trains = train_amplifier and outer is not None
+        return NeuralGrok(base_optimizer, amplifier, meta_every=config.meta_every, meta=config.meta_mode,
+                          meta_lr=config.meta_lr, meta_weight_decay=config.meta_weight_decay,
+                          virtual_lr=_virtual_lr(config), clip_grad_norm=config.clip_grad_norm or None,
+                          train_amplifier=trains,
+                          outer_closure=(lambda: answer_loss(model, outer.inputs, outer.labels, config.loss)[0])
+                          if trains else None,
+                          param_names={p: n for n, p in model.named_parameters()})
+
+    return build
+
+
+def _build_normalize(clip):
+    def build(base_optimizer, model, config, outer):
+        return Normalize(base_optimizer, rescale=config.amplifier_rescale,
+                         clip_grad_norm=(config.clip_grad_norm or None) if clip else None,
+                         param_names={p: n for n, p in model.named_parameters()})
+
+    return build
 
 
 METHODS = {
     "baseline": lambda base_optimizer, model, config, outer: base_optimizer,
     "grokfast-ema": _build_grokfast("ema"),
     "grokfast-ma": _build_grokfast("ma"),
-    "neuralgrok": _build_neuralgrok,
+    "neuralgrok": _build_neuralgrok(train_amplifier=True),
+    # The paper's own controls: its amplifier frozen at initialisation (same seed, split and clip),
+    # and per-tensor normalisation c * g / ||g|| without an amplifier (Fig. 2, 3), with and without the clip.
+    "neuralgrok-frozen": _build_neuralgrok(train_amplifier=False),
+    "normalize": _build_normalize(clip=False),
+    "normalize-clip": _build_normalize(clip=True),
 }
+OUTER_SPLIT_METHODS = {"neuralgrok", "neuralgrok-frozen"}
 
 
-def register_method(name, build):
-    """``build(base_optimizer, model, config, outer)`` returns the optimizer the loop steps."""
+def register_method(name, build, *, outer_split=False):
+    """``build(base_optimizer, model, config, outer)`` returns the optimizer the loop steps;
+    ``outer_split``: the method is given NeuralGrok's outer split (a :class:`neuralgrok.tasks.Split`
+    held out of the training pairs, ``outer_fraction`` of all examples) as ``outer``."""
     if name in METHODS:
         raise ValueError(f"method {name!r} is already registered")
     METHODS[name] = build
+    if outer_split:
+        OUTER_SPLIT_METHODS.add(name)
 
 
 @dataclass
@@ -294,6 +363,11 @@ class TrainingBatches:
         self.order = None if self.whole else torch.randperm(len(self.labels), generator=self.generator)
         self.position = 0
 
+    @property
+    def steps_per_epoch(self):
+        """Batches in one pass over the set (the last, partial one included); 1 for the whole set."""
+        return 1 if self.whole else math.ceil(len(self.labels) / self.batch_size)
+
     def __iter__(self):
         return self
 
@@ -327,9 +401,11 @@ def first_step(history, column, threshold):
 
 def summarize(config, history, wall_time_s):
     """Steps to each (whole) test-accuracy threshold, memorisation step, final metrics including
-    the test parts' (None = not reached, or a part without examples)."""
+    the test parts' (None = not reached, or a part without examples), the steps run and why the run
+    ended (``stop_reason``: ``"steps"``, its budget, or ``"early_stop"``, see :func:`held_accuracy`)."""
     final = history[-1]
-    summary = {"method": config.method, "steps": config.steps,
+    summary = {"method": config.method, "steps": config.steps, "steps_done": final["step"],
+               "stop_reason": "early_stop" if final["step"] < config.steps else "steps",
                "memorisation_step": first_step(history, "train_accuracy", MEMORISATION_ACCURACY)}
     for threshold in TEST_ACCURACY_THRESHOLDS:
         summary[f"steps_to_test_{round(threshold * 100)}"] = first_step(history, "test_accuracy", threshold)
@@ -340,6 +416,22 @@ def summarize(config, history, wall_time_s):
             summary[f"final_{column}"] = None if math.isnan(final[column]) else final[column]
     summary["wall_time_s"] = wall_time_s
     return summary
+
+
+def held_accuracy(config, history):
+    """Whether the early stop is due after ``history``: its last ``early_stop_evals`` rows all have a
+    test accuracy of at least ``early_stop_accuracy`` (never when that is 0)."""
+    window = history[-config.early_stop_evals:]
+    return (config.early_stop_accuracy > 0 and len(window) == config.early_stop_evals
+            and all(row["test_accuracy"] >= config.early_stop_accuracy for row in window))
+
+
+def save_snapshot(out_dir, step, state):
+    """``state`` (a method's :meth:`snapshot_state`) to ``out_dir/snapshots/step_<step>.pt``."""
+    folder = Path(out_dir) / SNAPSHOTS
+    folder.mkdir(exist_ok=True)
+    with atomic_write(folder / f"step_{step:07d}.pt", "wb") as f:
+        torch.save(state, f)
 
 
 def peak_rss_mib():
@@ -403,8 +495,10 @@ def train(config, out_dir=None, progress=True, resume=False):
 
 
 def resume(out_dir, progress=True):
-    """Continue the run in ``out_dir`` as its ``config.toml`` says (see :func:`train`)."""
-    return train(TrainConfig.from_toml(Path(out_dir) / "config.toml"), out_dir, progress, resume=True)
+    """Continue the run in ``out_dir`` as its ``config.toml`` says (see :func:`train`; a field the file
+    lacks takes the value runs had before it existed, :meth:`TrainConfig.defaults`)."""
+    written = read_toml(Path(out_dir) / "config.toml")
+    return train(TrainConfig.from_dict({**TrainConfig.defaults(), **written}), out_dir, progress, resume=True)
 
 
 def rng_states():
@@ -516,9 +610,15 @@ def _optimise(config, progress, out_dir=None, resume=False):
     model = build_model(config, data.layout, data.sequence_length).to(device)
     base_optimizer = build_base_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     optimizer = METHODS[config.method](base_optimizer, model, config, data.outer if with_outer else None)
+    # `done` updates made before this one: the official code's factor is min(done / w, 1) (its first
+    # update at lr 0), the runner's default min((done + 1) / w, 1).
+    ahead = 0 if config.warmup_from_zero else 1
     warmup = torch.optim.lr_scheduler.LambdaLR(
-        base_optimizer, lambda done: min((done + 1) / config.warmup_steps, 1.0) if config.warmup_steps else 1.0)
+        base_optimizer, lambda done: min((done + ahead) / config.warmup_steps, 1.0) if config.warmup_steps else 1.0)
     batches = TrainingBatches(data.train.inputs, data.train.labels, config.batch_size, config.seed)
+    eval_period = config.eval_every or batches.steps_per_epoch
+    records_age = hasattr(optimizer, "record_age")  # a GradientTransformOptimizer: AGE after its transform
+    snapshots = out_dir is not None and config.snapshot_every > 0 and hasattr(optimizer, "snapshot_state")
     measure_names = config.measure_names()
     # A full-batch step's forward is over the whole training set at the logged weights: its loss
     # and accuracy are the train metrics (where training mode computes what eval mode would), so
@@ -536,11 +636,13 @@ def _optimise(config, progress, out_dir=None, resume=False):
     bar = tqdm(total=config.steps, initial=first_step, disable=not progress, desc=config.method, dynamic_ncols=True)
     try:
         # Iteration `step` logs the weights after `step` updates (the AGE of the raw gradient
-        # there is taken in the closure's first call, before any method transforms it); the
-        # last iteration only measures, so the final weights get a logged row too.
+        # there is taken in the closure's first call, before any method transforms it, and that of
+        # the gradient the base optimizer steps on after the transform); the last iteration (the
+        # budget's, or the one where the early stop is due) only measures, so the final weights
+        # get a logged row too.
         for step in range(first_step, config.steps + 1):
             inputs, labels = next(batches)
-            log_now = step % config.eval_every == 0 or step == config.steps
+            log_now = step % eval_period == 0 or step == config.steps
             at_logged_weights = {}  # filled by the closure's first call
 
             def closure():
@@ -553,24 +655,38 @@ def _optimise(config, progress, out_dir=None, resume=False):
                         at_logged_weights.update(train_loss=loss.item(), train_accuracy=accuracy(logits, labels))
                 return loss
 
+            last = step == config.steps
             if log_now:
                 evaluated, logits = evaluator(model)
                 norm = math.sqrt(progress_measures.weight_norm(model))  # the L2 norm, not its square
                 logged_measures = compute_measures(measure_names, MeasureInput(model, config, data, evaluator.inputs,
                                                                                logits))
-            if step == config.steps:
+                last = last or held_accuracy(config, history + [evaluated])
+            if snapshots and (step % config.snapshot_every == 0 or last):
+                state = optimizer.snapshot_state()
+                if state is not None:
+                    save_snapshot(out_dir, step, state)
+            if last:
                 closure()
             else:
+                if records_age:
+                    optimizer.record_age, optimizer.recorded_age = log_now, None
                 optimizer.step(closure)
                 warmup.step()
                 bar.update()
             if log_now:
+                # A plain optimizer steps on the raw gradient; a transform's last row has no step.
+                stepped_age = at_logged_weights["grad_age"] if not records_age else \
+                    None if last else optimizer.recorded_age
                 row = {"step": step, **at_logged_weights, **evaluated, "weight_norm": norm,
+                       "step_grad_age": math.nan if stepped_age is None else stepped_age,
                        "wall_time_s": time.perf_counter() - start, **logged_measures}
                 history.append({column: row[column] for column in columns})
                 bar.set_postfix(train_acc=f"{row['train_accuracy']:.3f}", test_acc=f"{row['test_accuracy']:.3f}",
                                 train_loss=f"{row['train_loss']:.2e}", test_loss=f"{row['test_loss']:.2e}",
                                 refresh=False)
+            if last:
+                break
             done = step + 1  # updates made so far
             if checkpoint is not None and done % config.checkpoint_every == 0 and done < config.steps:
                 save_checkpoint(checkpoint, config, done, parts, history, time.perf_counter() - start)

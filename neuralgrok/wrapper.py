@@ -37,6 +37,10 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         self.base_optimizer = base_optimizer
         self.nonfinite = nonfinite
         self.skipped_steps = 0
+        # Set record_age = True before a step to have it keep, in recorded_age, the AGE of the
+        # gradients the base optimizer steps on (after the transform); the runner logs it.
+        self.record_age = False
+        self.recorded_age = None
         self._param_names = dict(param_names or {})
         super().__init__(base_optimizer.param_groups, defaults or {})
 
@@ -88,6 +92,18 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         """Rewrite ``p.grad`` in place for every ``p`` in ``params`` (all have finite grads)."""
         raise NotImplementedError
 
+    def transform_and_record_(self, params):
+        """:meth:`transform_`, then keep the transformed gradients' AGE if ``record_age`` is set."""
+        self.transform_(params)
+        if self.record_age:
+            from .metrics import age  # the C++ op; imported here so this module stays op-free
+
+            self.recorded_age = float(age([p.grad for p in params]))
+
+    def snapshot_state(self):
+        """A small state worth saving now and then during a run (NeuralGrok: its amplifier), or None."""
+        return None
+
     @torch.no_grad()
     def step(self, closure=None):
         """Run ``closure`` (if given) with grad enabled, transform the gradients, step the base.
@@ -100,7 +116,7 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
                 loss = closure()
         params = self.params_with_grad()
         if params and self.gradients_are_finite(params):
-            self.transform_(params)
+            self.transform_and_record_(params)
             self.base_optimizer.step()
         return loss
 

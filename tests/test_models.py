@@ -182,3 +182,26 @@ def test_mse_loss_on_a_hand_case():
     assert evaluate(model, None, torch.tensor([0, 2]), loss="mse") == (pytest.approx(1.25 / 6), 1.0)
     with pytest.raises(ValueError, match="unknown loss"):
         answer_loss(model, None, torch.tensor([0, 2]), loss="l1")
+
+
+def test_official_block_overwrites_the_residual_stream_with_ln1():
+    # NeuralGrok's official block: x = LN1(x); x = x + attn(x); x = x + mlp(LN2(x)), written out here.
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=13, num_classes=11, sequence_length=4, width=16, depth=2, heads=4,
+                        block="official")
+    inputs = random_inputs()
+    x = model.token_embedding(inputs) + model.position_embedding(torch.arange(4))
+    mask = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
+    for block in model.blocks:
+        x = block.attention_norm(x)
+        x = x + block.attention(x, x, x, attn_mask=mask, need_weights=False)[0]
+        x = x + block.mlp(block.mlp_norm(x))
+    want = model.head(model.final_norm(x)[:, -1])
+    torch.testing.assert_close(model(inputs), want)
+    torch.testing.assert_close(model.head(model.hidden_states(inputs)[:, -1]), want)
+    # Same parameters as the standard block, different function.
+    standard = Transformer(vocab_size=13, num_classes=11, sequence_length=4, width=16, depth=2, heads=4)
+    standard.load_state_dict(model.state_dict())
+    assert not torch.allclose(standard(inputs), want)
+    with pytest.raises(ValueError, match="block variant"):
+        Transformer(13, 11, 4, width=16, heads=4, block="postnorm")

@@ -49,7 +49,7 @@ def test_matches_step_by_step_reference(meta):
     opt = build(model, amplifier, outer, meta=meta, meta_every=2)
     ref = NeuralGrokReference(
         ref_model, torch.optim.AdamW(ref_model.parameters(), lr=1e-2, betas=(0.9, 0.98), weight_decay=0.1),
-        ref_amp, torch.optim.Adam(ref_amp.parameters(), lr=1e-2, betas=(0.9, 0.98)),
+        ref_amp, torch.optim.Adam(ref_amp.parameters(), lr=1e-2, betas=(0.9, 0.98), weight_decay=1e-3),
         meta_every=2, meta=meta, clip_grad_norm=1.0)
     for _ in range(7):
         opt.step(closure_for(opt, model, inner))

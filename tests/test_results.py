@@ -84,6 +84,20 @@ def test_export_runs_refuses_unfinished_runs_and_writes_nothing(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_export_finished_only_leaves_running_runs_and_copies_amplifier_snapshots(tmp_path):
+    write_run(tmp_path / "sweep" / "seed=0", TrainConfig(steps=20_000), grokking_history())
+    (tmp_path / "sweep" / "seed=1").mkdir(parents=True)  # a run still going: no summary.json
+    config = TrainConfig(**dict(TINY, method="neuralgrok", amplifier_hidden=(4,), steps=10, snapshot_every=5))
+    train(config, tmp_path / "sweep" / "ng", progress=False)
+    written = results.export_runs([tmp_path / "sweep"], tmp_path / "results", finished_only=True)
+    assert sorted(d.name for d in written) == ["ng", "seed=0"]
+    ng = tmp_path / "results" / "ng"
+    assert sorted(p.name for p in (ng / "snapshots").iterdir()) == ["step_0000000.pt", "step_0000005.pt",
+                                                                     "step_0000010.pt"]
+    for name in ("amplifier.pt", "snapshots/step_0000005.pt"):
+        assert (ng / name).read_bytes() == (tmp_path / "sweep" / "ng" / name).read_bytes()
+
+
 def test_cost_rows_medians_with_unreached_runs_as_lower_bounds(tmp_path):
     # baseline: 95% at steps 13,330 and 14,330 (0.01 s per step); grokfast-ema: one seed never gets there.
     for method, seed, grok_at, never_above in [("baseline", 0, 12_445, 1.0), ("baseline", 1, 13_445, 1.0),

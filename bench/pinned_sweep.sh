@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run sweep files from a git worktree pinned at one commit, so that work in this checkout cannot change
+# a sweep that runs for hours (or across sessions); two runs at a time, one thread each, in the
+# background. Its runs/ live in the worktree and resume where they stopped when the same command is
+# given again. Export finished runs to this checkout's results/ with --export.
+#   bench/pinned_sweep.sh COMMIT configs/sweep-neuralgrok-table1.toml ...     # start or resume (background)
+#   bench/pinned_sweep.sh COMMIT --export configs/sweep-neuralgrok-table1.toml ...   # copy finished runs
+# Worktree: ../sweep-COMMIT beside this checkout; venv: ../venv-sweep-COMMIT (torch pinned as in the Makefile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ]; then echo "usage: $0 COMMIT [--export] SWEEP.toml ..." >&2; exit 2; fi
+commit=$(git rev-parse --short=12 "$1"); shift
+tree=$(cd .. && pwd)/sweep-$commit
+venv=$(cd .. && pwd)/venv-sweep-$commit
+if [ ! -d "$tree" ]; then git worktree add --detach "$tree" "$commit"; fi
+if [ ! -x "$venv/bin/neuralgrok" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch==2.13.0 numpy tqdm matplotlib pandas pybind11 cmake ninja setuptools wheel
+  (cd "$tree" && "$venv/bin/pip" install -q --no-build-isolation --no-deps -e .)
+fi
+if [ "$1" = "--export" ]; then
+  shift
+  for sweep in "$@"; do
+    out=$("$venv/bin/python" -c 'import sys; from neuralgrok.files import read_toml; print(read_toml(sys.argv[1])["out"])' "$tree/$sweep")
+    "$venv/bin/python" -m neuralgrok.results export "$tree/$out" "results/$(basename "$out")"
+  done
+  exit 0
+fi
+cd "$tree"
+nohup "$venv/bin/neuralgrok" sweep "$@" --jobs "${JOBS:-2}" >> "sweep-$(date +%Y%m%d-%H%M%S).log" 2>&1 &
+echo "sweep started in $tree (pid $!); log: $tree/sweep-*.log"
