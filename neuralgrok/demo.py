@@ -17,7 +17,7 @@ from .train import TrainConfig, summary_table, train
 # Chosen by experiment (docs/demo-config.md lists every run tried): with full batches Grokfast
 # slowed grokking under AdamW with weight decay 1.0; with batches of 512 the baseline memorises
 # near step 1,000 and sits near 50% test accuracy before generalising, and Grokfast gets there sooner.
-# NeuralGrok (its defaults: amplifier (32,), T = 2, outer split 1% of all pairs taken from train) is
+# NeuralGrok (amplifier (32,), T = 2, no meta weight decay, outer split 1% of all pairs taken from train) is
 # shown as measured: at this scale it memorises later and has not generalised by step 4,000.
 DEMO_CONFIG = TrainConfig(task="a+b", p=47, train_fraction=0.5, seed=0, width=64, depth=1, heads=4,
                           steps=4000, batch_size=512, lr=1e-3, weight_decay=1.0, eval_every=20, threads=1,
