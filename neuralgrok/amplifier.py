@@ -117,6 +117,18 @@ class NeuralAmplifier(nn.Module):
             return (weighted * 0).view_as(grad)
         return (self.rescale / norm * weighted).view_as(grad)
 
+    @torch.no_grad()
+    def response(self, values):
+        """What the amplifier does to one gradient entry of value ``g``, for each of ``values`` (a 1-d
+        tensor of signed gradient values, e.g. ``±logspace(-8, -1)``): ``{"score": s(g), "weight":
+        exp(s(g) - s(0))}``. ``weight`` is how much more an entry of value g counts in its tensor's softmax
+        than a zero entry does; the amplified entry is ``c * p * g / ||p * g||`` with ``p`` proportional
+        to it, so its effective scale ``g' / g`` within a tensor is proportional to ``weight`` too.
+        A uniform weight (an amplifier near its initialisation) reduces G to ``c * g / ||g||``."""
+        values = torch.as_tensor(values, dtype=self.mlp[0].weight.dtype, device=self.mlp[0].weight.device)
+        scores = self.mlp(torch.cat([values.reshape(-1), values.new_zeros(1)]).reshape(-1, 1)).reshape(-1)
+        return {"score": scores[:-1].view_as(values), "weight": torch.exp(scores[:-1] - scores[-1]).view_as(values)}
+
     def load_state_dict(self, state_dict, strict=True, **kwargs):
         """``nn.Module.load_state_dict``, also for the official ``neuralgrad`` code's keys ``network.N.*``."""
         state_dict = {("mlp." + key[len("network."):] if key.startswith("network.") else key): value

@@ -5,6 +5,7 @@ import math
 import shutil
 
 import pytest
+import torch
 
 from neuralgrok import results
 from neuralgrok.files import atomic_write_text, to_toml
@@ -98,7 +99,42 @@ def test_export_finished_only_leaves_running_runs_and_copies_amplifier_snapshots
         assert (ng / name).read_bytes() == (tmp_path / "sweep" / "ng" / name).read_bytes()
 
 
-def test_cost_rows_medians_with_unreached_runs_as_lower_bounds(tmp_path):
+def test_steps_table_shows_table1_beside_runs_at_its_setting(tmp_path):
+    at_table1 = dict(p=97, optimizer="adam", weight_decay=1e-3, steps=20_000)
+    for seed, grok_at in [(0, 12_445), (1, 13_445)]:
+        write_run(tmp_path / f"ng{seed}", TrainConfig(method="neuralgrok", seed=seed, **at_table1),
+                  grokking_history(grok_at=grok_at))
+    write_run(tmp_path / "frozen", TrainConfig(method="neuralgrok-frozen", **at_table1), grokking_history())
+    write_run(tmp_path / "other", TrainConfig(method="neuralgrok", p=47, optimizer="adam", weight_decay=1e-3,
+                                              steps=20_000), grokking_history())
+    rows = results.steps_table_rows(results.load(tmp_path))
+    published = {(row["task"], row["method"]): row["published"] for row in rows}
+    assert published == {("a+b mod 47", "neuralgrok"): "-", ("a+b mod 97", "neuralgrok"): "900 (NeuralGrok Table 1)",
+                         ("a+b mod 97", "neuralgrok-frozen"): "-"}
+    [ng] = [row for row in rows if row["task"] == "a+b mod 97" and row["method"] == "neuralgrok"]
+    assert ng["seeds"] == 2 and "/" in ng["steps to 95%: median (per seed)"]
+
+
+def test_amplifier_snapshots_and_their_response(tmp_path):
+    config = TrainConfig(**dict(TINY, method="neuralgrok", amplifier_hidden=(4,), steps=12, snapshot_every=6,
+                                meta_every=1))
+    result = train(config, tmp_path / "sweep" / "ng", progress=False)
+    results.export_runs([tmp_path / "sweep"], tmp_path / "results")
+    [run] = results.load(tmp_path / "results")
+    snapshots = results.amplifier_snapshots(run)
+    assert list(snapshots) == [0, 6, 12]
+    final = snapshots[12]
+    for a, b in zip(final.parameters(), result.optimizer.amplifier.parameters()):
+        assert torch.equal(a, b)
+    values = torch.tensor([-1e-2, 0.0, 1e-3])
+    response = final.response(values)
+    scores = final.mlp(values.reshape(-1, 1)).reshape(-1).detach()
+    torch.testing.assert_close(response["score"], scores)
+    torch.testing.assert_close(response["weight"], torch.exp(scores - scores[1]))
+    # The weights are the amplifier's: an amplified tensor is c * (w * g) / ||w * g||.
+    g = torch.tensor([-1e-2, 0.0, 1e-3])
+    weighted = response["weight"] * g
+    torch.testing.assert_close(final(g), weighted / weighted.norm() * final.rescale)
     # baseline: 95% at steps 13,330 and 14,330 (0.01 s per step); grokfast-ema: one seed never gets there.
     for method, seed, grok_at, never_above in [("baseline", 0, 12_445, 1.0), ("baseline", 1, 13_445, 1.0),
                                                ("grokfast-ema", 0, 5_445, 1.0), ("grokfast-ema", 1, 5_445, 0.9)]:
