@@ -548,7 +548,7 @@ NOT_MEASURES = ("step", "train_loss", "train_accuracy", "test_loss", "test_accur
 
 
 def analyze(metrics, *, measures: Optional[Sequence[str]] = None, grok_accuracy: float = 0.95,
-            smooth: int = 1):
+            smooth: int = 1, memorised_accuracy: float = 0.99):
     """How each logged measure relates to the test loss and to the grokking step.
 
     Args:
@@ -561,6 +561,8 @@ def analyze(metrics, *, measures: Optional[Sequence[str]] = None, grok_accuracy:
         smooth: window of a centred running median applied to each measure before looking
             for its largest drop (1 = raw values); it ignores isolated outliers shorter than
             half the window.
+        memorised_accuracy: the memorisation step is the first logged step with
+            ``train_accuracy >= memorised_accuracy`` (when the table has that column).
 
     Returns:
         A DataFrame with one row per measure:
@@ -572,6 +574,10 @@ def analyze(metrics, *, measures: Optional[Sequence[str]] = None, grok_accuracy:
           values is ``drop_size``, reached at ``drop_step`` (the later of the two steps).
         - ``grok_step`` and ``lag = grok_step - drop_step``: positive when the measure's drop
           comes before grokking. NaN when the run never groks.
+        - ``memorisation_step``, ``n_window`` and ``spearman_window``: Spearman's rho with
+          ``test_loss`` over the rows from the memorisation step to the grokking step (both
+          included), the window where the test loss still has to fall; NaN when the run never
+          memorises or never groks (or does both at once).
 
     Correlations use scipy.stats when installed and numpy otherwise (same values).
     """
@@ -589,11 +595,16 @@ def analyze(metrics, *, measures: Optional[Sequence[str]] = None, grok_accuracy:
     test_loss = table["test_loss"].to_numpy(dtype=float)
     grokked = np.flatnonzero(table["test_accuracy"].to_numpy(dtype=float) >= grok_accuracy)
     grok_step = float(steps[grokked[0]]) if len(grokked) else float("nan")
+    memorised = (np.flatnonzero(table["train_accuracy"].to_numpy(dtype=float) >= memorised_accuracy)
+                 if "train_accuracy" in table.columns else np.array([], dtype=int))
+    memorisation_step = float(steps[memorised[0]]) if len(memorised) else float("nan")
+    window = (steps >= memorisation_step) & (steps <= grok_step)  # all False when either is NaN
 
     rows = []
     for name in measures:
         values = table[name].to_numpy(dtype=float)
         both = np.isfinite(values) & np.isfinite(test_loss)
+        in_window = both & window
         logged = both & (test_loss > 0)
         drop_step, drop_size = _largest_drop(steps[np.isfinite(values)], values[np.isfinite(values)], smooth)
         rows.append({
@@ -606,9 +617,13 @@ def analyze(metrics, *, measures: Optional[Sequence[str]] = None, grok_accuracy:
             "drop_size": drop_size,
             "grok_step": grok_step,
             "lag": grok_step - drop_step,
+            "memorisation_step": memorisation_step,
+            "n_window": int(in_window.sum()),
+            "spearman_window": _spearman(values[in_window], test_loss[in_window]),
         })
     return pd.DataFrame(rows, columns=["measure", "n", "pearson", "spearman", "pearson_log", "drop_step",
-                                       "drop_size", "grok_step", "lag"])
+                                       "drop_size", "grok_step", "lag", "memorisation_step", "n_window",
+                                       "spearman_window"])
 
 
 def write_analysis(analysis, path) -> Path:

@@ -363,7 +363,7 @@ def test_analyze_command_on_a_real_run(tmp_path):
     result = subprocess.run([sys.executable, "-m", "neuralgrok", "analyze", str(run)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(run / "analysis.csv")
-    assert list(table["measure"]) == ["grad_age", "weight_norm", "med", "med_cv", "fourier_gini"]
+    assert list(table["measure"]) == ["grad_age", "step_grad_age", "weight_norm", "med", "med_cv", "fourier_gini"]
 
     assert table["n"].min() == 16  # steps 0, 20, ..., 300
     assert table[["pearson", "spearman"]].abs().max().max() <= 1.0
@@ -385,3 +385,25 @@ def test_runner_logs_the_requested_measures_of_the_logged_weights():
     assert result.history[0]["med"] != last["med"]
     with pytest.raises(ValueError, match="choose from"):
         TrainConfig(measures="med,fourier")
+
+
+def test_analyze_finds_a_measure_built_to_lead_test_loss_by_a_known_lag():
+    # Train accuracy reaches 1 at step 200, test accuracy 0.95 at step 700; the test loss falls as a
+    # logistic centred at step 650. `leads` is the same curve 150 steps earlier, so its largest drop is
+    # at 500 (lag 200 before grokking), and within memorisation..grokking both fall together (rho 1);
+    # `rises` is its mirror (rho -1); `noise` is unrelated.
+    steps = np.arange(0, 1001, 10)
+    test_loss = 3.0 / (1 + np.exp((steps - 650) / 15.0)) + 0.01
+    leads = 3.0 / (1 + np.exp((steps - 500) / 15.0))
+    table = pd.DataFrame({"step": steps, "train_accuracy": np.where(steps >= 200, 1.0, 0.5),
+                          "test_accuracy": np.where(steps >= 700, 1.0, 0.1), "test_loss": test_loss,
+                          "leads": leads, "rises": -leads,
+                          "noise": np.random.default_rng(0).normal(size=len(steps))})
+    result = measures.analyze(table).set_index("measure")
+    assert result.loc["leads", "drop_step"] == 500 and result.loc["leads", "lag"] == 200
+    assert result.loc["leads", "memorisation_step"] == 200 and result.loc["leads", "n_window"] == 51
+    assert result.loc["leads", "spearman_window"] == pytest.approx(1.0)
+    assert result.loc["rises", "spearman_window"] == pytest.approx(-1.0)
+    assert abs(result.loc["noise", "spearman_window"]) < 0.5
+    never = measures.analyze(table.assign(test_accuracy=0.1)).set_index("measure")
+    assert np.isnan(never.loc["leads", "spearman_window"]) and never.loc["leads", "n_window"] == 0
