@@ -55,6 +55,13 @@ TARGETS = [pytest.param(Target("generic-cpu", "cpu", True), id="generic-cpu"),
            pytest.param(Target("cuda", "cuda", False), id="cuda", marks=[cuda_only, pytest.mark.cuda])]
 
 
+@pytest.fixture(autouse=True)
+def cpu_kernels_for_the_reference():
+    """The references are the CPU kernels, even in a run with NEURALGROK_GENERIC_KERNELS=1."""
+    with generic_kernels(False):
+        yield
+
+
 def on_cpu(value):
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
@@ -64,11 +71,16 @@ def on_cpu(value):
 
 
 def assert_all_close(actual, expected, tol, equal_nan=False):
+    """Elementwise closeness; atol is at least rtol * the tensor's largest finite magnitude (a sum
+    over many entries, such as a weight gradient, carries rounding of that order in its small entries)."""
     actual, expected = on_cpu(actual), on_cpu(expected)
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
         assert a.shape == e.shape and a.dtype == e.dtype
-        torch.testing.assert_close(a, e, equal_nan=equal_nan, **tol)
+        finite = e[torch.isfinite(e)]
+        scale = finite.abs().max().item() if finite.numel() else 0.0
+        atol = max(tol["atol"], tol["rtol"] * scale)
+        torch.testing.assert_close(a, e, equal_nan=equal_nan, rtol=tol["rtol"], atol=atol)
 
 
 def outputs_and_grads(fn, inputs, cotangent_seed=7):
