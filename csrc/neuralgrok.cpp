@@ -1,9 +1,23 @@
 // The neuralgrok operator library: every schema is declared here, in one place.
-// Kernels live one op per file in csrc/ops/, each registering its CPU (and, where the op is
-// differentiable, Autograd) implementation at the bottom of its file. A CUDA kernel would add
-// a TORCH_LIBRARY_IMPL(neuralgrok, CUDA, m) block beside the CPU one; no schema names a device.
+// Kernels live one op per file in csrc/ops/, each registering at the bottom of its file a CPU
+// kernel (the fast path), a device-generic implementation in ATen ops (CompositeExplicitAutograd:
+// CUDA and every other backend), a Meta kernel (shapes, for FakeTensor and torch.compile) and its
+// Autograd kernel; see ops/generic.h and csrc/README.md. A CUDA kernel would add a
+// TORCH_LIBRARY_IMPL(neuralgrok, CUDA, m) block beside the CPU one; no schema names a device.
 #include <torch/library.h>
 #include <pybind11/pybind11.h>
+
+#include <atomic>
+
+#include "ops/generic.h"
+
+namespace neuralgrok {
+namespace {
+std::atomic<bool> cpu_runs_generic{false};
+}  // namespace
+
+bool generic_on_cpu() { return cpu_runs_generic.load(std::memory_order_relaxed); }
+}  // namespace neuralgrok
 
 TORCH_LIBRARY(neuralgrok, m) {
   // Absolute Gradient Entropy (NeuralGrok, arXiv 2504.17243): -sum |x| log(|x| + eps) over all
@@ -19,14 +33,16 @@ TORCH_LIBRARY(neuralgrok, m) {
   m.def("grokfast_ma_(Tensor(a!)[] grads, Tensor(b!)[] windows, Tensor(c!)[] sums, int[] counts, float lamb) -> ()");
 
   // NeuralGrok's amplifier: per tensor, s = MLP(g) entrywise (ReLU MLP given by its Linear layers),
-  // g' = rescale * (softmax(s) * g) / ||softmax(s) * g||_2. piecewise=True uses the exact
-  // piecewise-linear fast path (dense when it would not pay). The backward returns the grads
-  // w.r.t. grads, then weights, then biases.
+  // g' = rescale * (softmax(s) * g) / ||softmax(s) * g||_2. piecewise=True lets the CPU kernel use
+  // its exact piecewise-linear fast path (dense when it would not pay; the device-generic kernel is
+  // always dense, and agrees to rounding). The backward returns the grads w.r.t. grads, then
+  // weights, then biases.
   m.def("amplify(Tensor[] grads, Tensor[] weights, Tensor[] biases, float rescale, bool piecewise=True) -> Tensor[]");
   m.def("_amplify_backward(Tensor[] grad_outputs, Tensor[] grads, Tensor[] weights, Tensor[] biases, float rescale, "
         "bool piecewise) -> Tensor[]");
   // The amplifier's ReLU MLP compiled over [lo, hi] in float64: on piece k, from breakpoints[k-1]
-  // (inclusive) to breakpoints[k], s(g) = slopes[k] * g + intercepts[k].
+  // (inclusive) to breakpoints[k], s(g) = slopes[k] * g + intercepts[k]. The number of pieces
+  // depends on the values: the fake kernel (neuralgrok/_extension.py) gives it a dynamic size.
   m.def("_relu_mlp_pieces(Tensor[] weights, Tensor[] biases, float lo, float hi) -> "
         "(Tensor breakpoints, Tensor slopes, Tensor intercepts)");
   // NeuralGrok's virtual step for the meta-gradient: params[i] - lrs[i] * updates[i]. The backward
@@ -35,8 +51,15 @@ TORCH_LIBRARY(neuralgrok, m) {
   m.def("_virtual_step_backward(Tensor[] grad_outputs, float[] lrs) -> Tensor[]");
 }
 
-// neuralgrok._C holds no Python bindings: importing it runs the registrations above, after which
-// the ops are reached as torch.ops.neuralgrok.<op>.
+// neuralgrok._C holds no op bindings: importing it runs the registrations above, after which the ops
+// are reached as torch.ops.neuralgrok.<op>. Its one function is the test switch of ops/generic.h.
 PYBIND11_MODULE(_C, module) {
   module.doc() = "neuralgrok's C++ operators; use them through torch.ops.neuralgrok or the neuralgrok package";
+  module.def(
+      "_set_generic_on_cpu", [](bool enabled) { return neuralgrok::cpu_runs_generic.exchange(enabled); },
+      pybind11::arg("enabled"),
+      "Make the CPU kernels forward to the device-generic implementations (True) or not; returns the previous "
+      "setting. For tests: use neuralgrok._extension.generic_kernels().");
+  module.def("_generic_on_cpu", &neuralgrok::generic_on_cpu,
+             "Whether the CPU kernels forward to the device-generic implementations.");
 }

@@ -4,6 +4,10 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped where torch.cuda.is_available() is False)")
+
+
 @pytest.fixture(autouse=True)
 def seeded_global_rng():
     """Every test starts from the same global torch RNG state, whatever ran before it, so a

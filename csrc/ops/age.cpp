@@ -11,10 +11,14 @@
 // exact for tiny inputs), streaming all tensors through a cache-sized buffer so that the logs are
 // taken by ATen's SIMD log, with float64 accumulation; see kChunk. Non-finite entries give a
 // non-finite result; the op never raises on values.
+//
+// The device-generic implementation (age_generic, for CUDA and every other backend) computes the
+// same sums in ATen ops: logs in the input's dtype, sums in float64, the backward in float64.
 #include <ATen/Dispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -24,6 +28,7 @@
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/generic.h"
 
 namespace neuralgrok {
 namespace {
@@ -228,11 +233,131 @@ double normalized_entropy(const Reduction& r) {
 
 void check_age_args(at::TensorList tensors, double eps, const char* op) {
   check_float_tensor_list(tensors, op, "tensors");
-  check_cpu(tensors, op, "tensors");
   TORCH_CHECK(eps >= 0.0 && std::isfinite(eps), op, ": eps must be finite and >= 0, got ", eps);
 }
 
+void check_age_backward_args(const at::Tensor& grad, at::TensorList tensors, bool per_tensor, double eps) {
+  constexpr const char* op = "neuralgrok::_age_backward";
+  check_age_args(tensors, eps, op);
+  const int64_t expected = per_tensor ? static_cast<int64_t>(tensors.size()) : 1;
+  TORCH_CHECK(grad.defined() && grad.sym_numel() == expected, op, ": grad has ",
+              grad.defined() ? grad.sym_numel() : c10::SymInt(0), " elements, expected ", expected);
+  TORCH_CHECK(grad.device() == tensors[0].device(), op, ": grad is on ", grad.device(), " but tensors are on ",
+              tensors[0].device());
+}
+
+// ---- device-generic implementation (ATen ops) ---------------------------------------------------
+
+// a = |x| flattened (non-empty): the normalised reduction of the entries, as float64 0-d tensors on
+// a's device: M = max a (NaN if any entry is NaN), S = sum y and T = sum y log y with y = a / M.
+struct GenericReduction {
+  at::Tensor scale, l1, sum;
+};
+
+GenericReduction generic_reduce_normalized(const at::Tensor& a) {
+  const at::Tensor scale = a.max();
+  const at::Tensor usable = at::logical_and(scale > 0, at::isfinite(scale));
+  const at::Tensor y = a / at::where(usable, scale, at::ones_like(scale));
+  const at::Tensor log_y = at::log(at::where(y == 0, at::ones_like(y), y));
+  return {scale.to(at::kDouble), y.sum(at::kDouble), (y * log_y).sum(at::kDouble)};
+}
+
+// H = log S - T / S; 0 for an all-zero input, NaN for a NaN or infinite max (as the CPU kernel).
+at::Tensor generic_normalized_entropy(const GenericReduction& r) {
+  const at::Tensor entropy = at::log(r.l1) - r.sum / r.l1;
+  return at::where(r.scale == 0, at::zeros_like(entropy),
+                   at::where(at::isfinite(r.scale), entropy, at::full_like(entropy, std::nan(""))));
+}
+
+at::Tensor generic_normalized_entropy_of(const std::vector<at::Tensor>& flat_abs, const at::TensorOptions& like) {
+  std::vector<at::Tensor> nonempty;
+  for (const auto& a : flat_abs) {
+    if (a.numel() > 0) nonempty.push_back(a);
+  }
+  if (nonempty.empty()) return at::zeros({}, like.dtype(at::kDouble));
+  return generic_normalized_entropy(generic_reduce_normalized(at::cat(nonempty)));
+}
+
+at::Tensor age_generic(at::TensorList tensors, bool per_tensor, bool normalized, double eps) {
+  check_age_args(tensors, eps, "neuralgrok::age");
+  const auto options = tensors[0].options();
+  std::vector<at::Tensor> flat_abs;
+  flat_abs.reserve(tensors.size());
+  for (const auto& t : tensors) flat_abs.push_back(t.reshape({-1}).abs());
+  at::Tensor values;  // float64
+  if (normalized) {
+    if (per_tensor) {
+      std::vector<at::Tensor> per;
+      for (const auto& a : flat_abs) per.push_back(generic_normalized_entropy_of({a}, options));
+      values = at::stack(per);
+    } else {
+      values = generic_normalized_entropy_of(flat_abs, options);
+    }
+  } else {
+    std::vector<at::Tensor> sums;  // sum |x| log(|x| + eps) per tensor, 0 log 0 = 0
+    for (const auto& a : flat_abs) {
+      const at::Tensor l = eps == 0.0 ? a : a + eps;
+      sums.push_back((a * at::log(at::where(l == 0, at::ones_like(l), l))).sum(at::kDouble));
+    }
+    values = at::stack(sums).neg();
+    if (!per_tensor) values = values.sum();
+  }
+  return values.to(options.dtype());
+}
+
+std::vector<at::Tensor> age_backward_generic(const at::Tensor& grad, at::TensorList tensors, bool per_tensor,
+                                             bool normalized, double eps) {
+  check_age_backward_args(grad, tensors, per_tensor, eps);
+  const at::Tensor weights = grad.to(at::kDouble).reshape({-1});
+  std::vector<at::Tensor> flat_abs;
+  for (const auto& t : tensors) flat_abs.push_back(t.reshape({-1}).abs());
+  // The normalised form's reduction of everything each value covers.
+  std::vector<GenericReduction> covering;
+  if (normalized) {
+    std::vector<at::Tensor> nonempty;
+    for (const auto& a : flat_abs) {
+      if (a.numel() > 0) nonempty.push_back(a);
+    }
+    if (!per_tensor && !nonempty.empty()) covering.push_back(generic_reduce_normalized(at::cat(nonempty)));
+    if (per_tensor) {
+      for (const auto& a : flat_abs) {
+        covering.push_back(a.numel() > 0 ? generic_reduce_normalized(a) : GenericReduction{});
+      }
+    }
+  }
+  std::vector<at::Tensor> grads;
+  grads.reserve(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor x = tensors[i].to(at::kDouble).contiguous();
+    if (x.numel() == 0) {
+      grads.push_back(empty_contiguous_like(tensors[i]));
+      continue;
+    }
+    const at::Tensor a = x.abs();
+    at::Tensor d;  // dH/d|x|, float64; zero entries take the 0 subgradient
+    if (normalized) {
+      // dH/d|x_i| = -(log(|x_i| / M) - log S + H) / (M S), in the scaled variables (see the CPU kernel).
+      const GenericReduction& r = covering[per_tensor ? i : 0];
+      const at::Tensor entropy = generic_normalized_entropy(r);
+      const at::Tensor scale = at::where(r.scale > 0, r.scale, at::ones_like(r.scale));
+      const at::Tensor log_y = at::log(at::where(a == 0, at::ones_like(a), a) / scale);
+      d = at::where(a == 0, at::zeros_like(a), -(log_y - at::log(r.l1) + entropy) / scale / r.l1);
+    } else {
+      const at::Tensor l = a + eps;
+      const at::Tensor safe = at::where(l == 0, at::ones_like(l), l);
+      d = at::where(l == 0, at::zeros_like(a), -(at::log(safe) + a / safe));
+    }
+    grads.push_back((weights[per_tensor ? static_cast<int64_t>(i) : 0] * at::sign(x) * d)
+                        .to(tensors[i].scalar_type())
+                        .view(tensors[i].sizes()));
+  }
+  return grads;
+}
+
+// ---- CPU kernels (the fast path) --------------------------------------------------------------------
+
 at::Tensor age_cpu(at::TensorList tensors, bool per_tensor, bool normalized, double eps) {
+  if (generic_on_cpu()) return age_generic(tensors, per_tensor, normalized, eps);
   check_age_args(tensors, eps, "neuralgrok::age");
   const auto parts = reduce_all(tensors, normalized, eps);
   const auto options = tensors[0].options();
@@ -282,10 +407,8 @@ void age_backward_tensor(const at::Tensor& t, at::Tensor& out, double weight, bo
 
 std::vector<at::Tensor> age_backward_cpu(const at::Tensor& grad, at::TensorList tensors, bool per_tensor,
                                          bool normalized, double eps) {
-  check_age_args(tensors, eps, "neuralgrok::_age_backward");
-  const int64_t expected = per_tensor ? static_cast<int64_t>(tensors.size()) : 1;
-  TORCH_CHECK(grad.numel() == expected, "neuralgrok::_age_backward: grad has ", grad.numel(),
-              " elements, expected ", expected);
+  if (generic_on_cpu()) return age_backward_generic(grad, tensors, per_tensor, normalized, eps);
+  check_age_backward_args(grad, tensors, per_tensor, eps);
   const at::Tensor weights = grad.to(at::kDouble).contiguous().view({-1});
   const double* w = weights.data_ptr<double>();
   auto parts = normalized ? reduce_all(tensors, true, eps) : std::vector<Reduction>(tensors.size());
@@ -302,12 +425,23 @@ std::vector<at::Tensor> age_backward_cpu(const at::Tensor& grad, at::TensorList 
   return grads;
 }
 
-// Shape-only kernel: lets torch.compile (FakeTensor) and meta-device tracing see through the op.
+// ---- Meta kernels: shapes only; torch.compile (FakeTensor) and meta-device tracing see through the op.
+
 at::Tensor age_meta(at::TensorList tensors, bool per_tensor, bool normalized, double eps) {
-  check_float_tensor_list(tensors, "neuralgrok::age", "tensors");
+  check_age_args(tensors, eps, "neuralgrok::age");
   const auto options = tensors[0].options();
   return per_tensor ? at::empty({static_cast<int64_t>(tensors.size())}, options) : at::empty({}, options);
 }
+
+std::vector<at::Tensor> age_backward_meta(const at::Tensor& grad, at::TensorList tensors, bool per_tensor,
+                                          bool normalized, double eps) {
+  check_age_backward_args(grad, tensors, per_tensor, eps);
+  std::vector<at::Tensor> grads;
+  for (const auto& t : tensors) grads.push_back(empty_contiguous_like(t));
+  return grads;
+}
+
+// ---- Autograd --------------------------------------------------------------------------------------
 
 at::Tensor age_dispatch(at::TensorList tensors, bool per_tensor, bool normalized, double eps) {
   static auto op = c10::Dispatcher::singleton()
@@ -357,12 +491,20 @@ TORCH_LIBRARY_IMPL(neuralgrok, CPU, m) {
   m.impl("_age_backward", TORCH_FN(age_backward_cpu));
 }
 
+TORCH_LIBRARY_IMPL(neuralgrok, CompositeExplicitAutograd, m) {
+  m.impl("age", TORCH_FN(age_generic));
+  m.impl("_age_backward", TORCH_FN(age_backward_generic));
+}
+
 TORCH_LIBRARY_IMPL(neuralgrok, Meta, m) {
   m.impl("age", TORCH_FN(age_meta));
+  m.impl("_age_backward", TORCH_FN(age_backward_meta));
 }
 
 TORCH_LIBRARY_IMPL(neuralgrok, Autograd, m) {
   m.impl("age", TORCH_FN(age_autograd));
+  // The backward is not itself differentiable: differentiating through it raises a clear error.
+  m.impl("_age_backward", torch::autograd::autogradNotImplementedFallback());
 }
 
 }  // namespace neuralgrok

@@ -13,10 +13,17 @@
 // breakpoint takes the piece on its right. When the table would be too large (piece_budget) the
 // op runs the dense path, which is what piecewise=False always does: the MLP on every entry in
 // batched matmuls.
+//
+// The device-generic implementation (CUDA and every other backend) always runs the dense path, in
+// ATen ops: the MLP in large chunks, the softmax weighting and normalisation elementwise in the
+// grads' dtype with float64 reductions, and the backward written out as below (no autograd
+// inside). piecewise is a CPU optimisation: both paths agree to rounding. Rejecting non-finite
+// grads and layers costs it one host synchronisation per call.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -28,6 +35,7 @@
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/generic.h"
 #include "ops/relu_mlp.h"
 
 namespace neuralgrok {
@@ -46,12 +54,20 @@ int64_t piece_budget(int64_t total_entries) {
   return std::min(kMaxPieces, std::max(kMinPieceBudget, total_entries / 4));
 }
 
+// values=false (the Meta kernels) skips the finiteness of the layers.
 void check_amplify_args(at::TensorList grads, at::TensorList weights, at::TensorList biases, double rescale,
-                        const char* op) {
+                        const char* op, bool values = true) {
   check_float_tensor_list(grads, op, "grads");
-  check_cpu(grads, op, "grads");
-  check_relu_mlp(weights, biases, grads[0], "grads", op);
+  check_relu_mlp(weights, biases, grads[0], "grads", op, values);
   TORCH_CHECK(std::isfinite(rescale), op, ": rescale must be finite, got ", rescale);
+}
+
+void check_amplify_backward_args(at::TensorList grad_outputs, at::TensorList grads, at::TensorList weights,
+                                 at::TensorList biases, double rescale, bool values = true) {
+  constexpr const char* op = "neuralgrok::_amplify_backward";
+  check_amplify_args(grads, weights, biases, rescale, op, values);
+  check_same_shapes(grad_outputs, grads, op, "grad_outputs", "grads");
+  check_matches(grad_outputs, grads[0], op, "grad_outputs", "grads");
 }
 
 std::vector<at::Tensor> flat_contiguous(at::TensorList tensors) {
@@ -340,8 +356,146 @@ std::vector<at::Tensor> amplify_backward_kernel(at::TensorList grad_outputs, at:
   return grad_inputs;
 }
 
+// ---- device-generic implementation (ATen ops, the dense path) ----------------------------------------
+
+void check_grads_finite(at::TensorList grads, const char* op) {
+  const int64_t bad = first_nonfinite(grads);
+  TORCH_CHECK(bad < 0, op, ": grads[", bad, "] contains NaN or Inf");
+}
+
+// The grads flattened, and the MLP's scores of all their entries (one dense pass over the concatenation).
+struct GenericScores {
+  std::vector<at::Tensor> flat;
+  at::Tensor scores;  // the concatenation's scores, in the grads' dtype
+};
+
+GenericScores generic_scores(at::TensorList grads, at::TensorList weights, at::TensorList biases) {
+  GenericScores out;
+  for (const auto& g : grads) out.flat.push_back(g.reshape({-1}));
+  out.scores = relu_mlp_forward(at::cat(out.flat), weights, biases, generic_rows_per_chunk(weights));
+  return out;
+}
+
+// One tensor's normalisation from its entries g and scores s (both 1-d, non-empty), as in the CPU
+// kernel: e = exp(s - max s), u = e g, and v = u / ||u||. ||u|| is taken as max|u| * ||u / max|u|||,
+// which neither overflows nor underflows; `norm` is it in float64 (0 for an all-zero tensor, where
+// v is 0).
+struct GenericNormalized {
+  at::Tensor e, v, norm, nonzero;
+};
+
+GenericNormalized generic_normalize(const at::Tensor& g, const at::Tensor& s) {
+  const at::Tensor e = at::exp(s - s.max());
+  const at::Tensor u = e * g;
+  const at::Tensor u_max = u.abs().max();
+  const at::Tensor nonzero = u_max > 0;
+  const at::Tensor scaled = u / at::where(nonzero, u_max, at::ones_like(u_max));
+  const at::Tensor scaled_norm = (scaled * scaled).sum(at::kDouble).sqrt();  // >= 1 where nonzero
+  const at::Tensor v = scaled / at::where(nonzero, scaled_norm, at::ones_like(scaled_norm)).to(g.scalar_type());
+  return {e, v, u_max.to(at::kDouble) * scaled_norm, nonzero};
+}
+
+std::vector<at::Tensor> amplify_generic(at::TensorList grads, at::TensorList weights, at::TensorList biases,
+                                        double rescale, bool piecewise) {
+  constexpr const char* op = "neuralgrok::amplify";
+  check_amplify_args(grads, weights, biases, rescale, op);
+  check_grads_finite(grads, op);
+  const GenericScores all = generic_scores(grads, weights, biases);
+  std::vector<at::Tensor> outputs;
+  int64_t offset = 0;
+  for (size_t t = 0; t < grads.size(); ++t) {
+    const int64_t n = all.flat[t].numel();
+    if (n == 0) {
+      outputs.push_back(empty_contiguous_like(grads[t]));
+      continue;
+    }
+    const GenericNormalized nz = generic_normalize(all.flat[t], all.scores.narrow(0, offset, n));
+    outputs.push_back((nz.v * rescale).view(grads[t].sizes()));
+    offset += n;
+  }
+  return outputs;
+}
+
+// The backward of generic_normalize for output cotangent y, as for_each_cotangent: with
+// w = c (y - v (v . y)), the cotangent on the scores is delta = w v and the direct part of dL/dg is
+// w e / ||u||; both are 0 for an all-zero tensor.
+std::vector<at::Tensor> amplify_backward_generic(at::TensorList grad_outputs, at::TensorList grads,
+                                                 at::TensorList weights, at::TensorList biases, double rescale,
+                                                 bool piecewise) {
+  constexpr const char* op = "neuralgrok::_amplify_backward";
+  check_amplify_backward_args(grad_outputs, grads, weights, biases, rescale);
+  check_grads_finite(grads, op);
+  const GenericScores all = generic_scores(grads, weights, biases);
+  std::vector<at::Tensor> grad_inputs, score_cotangents;
+  int64_t offset = 0;
+  for (size_t t = 0; t < grads.size(); ++t) {
+    const int64_t n = all.flat[t].numel();
+    if (n == 0) {
+      grad_inputs.push_back(empty_contiguous_like(grads[t]));
+      continue;
+    }
+    const at::Tensor g = all.flat[t];
+    const at::Tensor y = grad_outputs[t].reshape({-1});
+    const GenericNormalized nz = generic_normalize(g, all.scores.narrow(0, offset, n));
+    const at::Tensor v_dot_y = (nz.v * y).sum(at::kDouble).to(g.scalar_type());
+    const at::Tensor w = (y - nz.v * v_dot_y) * rescale;
+    const at::Tensor safe_norm = at::where(nz.nonzero, nz.norm, at::ones_like(nz.norm)).to(g.scalar_type());
+    score_cotangents.push_back(w * nz.v);  // v = 0 for an all-zero tensor
+    grad_inputs.push_back(at::where(nz.nonzero, w * nz.e / safe_norm, at::zeros_like(g)).view(grads[t].sizes()));
+    offset += n;
+  }
+  std::vector<at::Tensor> flat_nonempty;
+  for (const auto& f : all.flat) {
+    if (f.numel() > 0) flat_nonempty.push_back(f);
+  }
+  std::vector<at::Tensor> weight_grads, bias_grads;
+  if (flat_nonempty.empty()) {
+    for (const auto& w : weights) weight_grads.push_back(at::zeros_like(w));
+    for (const auto& b : biases) bias_grads.push_back(at::zeros_like(b));
+  } else {
+    auto mlp_grads = relu_mlp_backward(at::cat(flat_nonempty), at::cat(score_cotangents), weights, biases,
+                                       generic_rows_per_chunk(weights));
+    offset = 0;
+    for (size_t t = 0; t < grads.size(); ++t) {
+      const int64_t n = all.flat[t].numel();
+      if (n == 0) continue;
+      grad_inputs[t].view({n}).add_(mlp_grads.input.narrow(0, offset, n));
+      offset += n;
+    }
+    weight_grads = std::move(mlp_grads.weights);
+    bias_grads = std::move(mlp_grads.biases);
+  }
+  grad_inputs.insert(grad_inputs.end(), weight_grads.begin(), weight_grads.end());
+  grad_inputs.insert(grad_inputs.end(), bias_grads.begin(), bias_grads.end());
+  return grad_inputs;
+}
+
+// ---- Meta kernels ----------------------------------------------------------------------------------
+
+std::vector<at::Tensor> amplify_meta(at::TensorList grads, at::TensorList weights, at::TensorList biases,
+                                     double rescale, bool piecewise) {
+  check_amplify_args(grads, weights, biases, rescale, "neuralgrok::amplify", /*values=*/false);
+  std::vector<at::Tensor> outputs;
+  for (const auto& g : grads) outputs.push_back(empty_contiguous_like(g));
+  return outputs;
+}
+
+std::vector<at::Tensor> amplify_backward_meta(at::TensorList grad_outputs, at::TensorList grads,
+                                              at::TensorList weights, at::TensorList biases, double rescale,
+                                              bool piecewise) {
+  check_amplify_backward_args(grad_outputs, grads, weights, biases, rescale, /*values=*/false);
+  std::vector<at::Tensor> outputs;
+  for (at::TensorList list : {grads, weights, biases}) {
+    for (const auto& t : list) outputs.push_back(empty_contiguous_like(t));
+  }
+  return outputs;
+}
+
+// ---- CPU kernels (the fast path) --------------------------------------------------------------------
+
 std::vector<at::Tensor> amplify_cpu(at::TensorList grads, at::TensorList weights, at::TensorList biases,
                                     double rescale, bool piecewise) {
+  if (generic_on_cpu()) return amplify_generic(grads, weights, biases, rescale, piecewise);
   constexpr const char* op = "neuralgrok::amplify";
   check_amplify_args(grads, weights, biases, rescale, op);
   at::AutoDispatchBelowADInplaceOrView guard;  // internal ATen calls never build a graph
@@ -355,10 +509,9 @@ std::vector<at::Tensor> amplify_cpu(at::TensorList grads, at::TensorList weights
 std::vector<at::Tensor> amplify_backward_cpu(at::TensorList grad_outputs, at::TensorList grads,
                                              at::TensorList weights, at::TensorList biases, double rescale,
                                              bool piecewise) {
+  if (generic_on_cpu()) return amplify_backward_generic(grad_outputs, grads, weights, biases, rescale, piecewise);
   constexpr const char* op = "neuralgrok::_amplify_backward";
-  check_amplify_args(grads, weights, biases, rescale, op);
-  check_same_shapes(grad_outputs, grads, op, "grad_outputs", "grads");
-  check_matches(grad_outputs, grads[0], op, "grad_outputs", "grads");
+  check_amplify_backward_args(grad_outputs, grads, weights, biases, rescale);
   at::AutoDispatchBelowADInplaceOrView guard;
   std::vector<at::Tensor> result;
   AT_DISPATCH_FLOATING_TYPES(grads[0].scalar_type(), op, [&] {
@@ -428,8 +581,20 @@ TORCH_LIBRARY_IMPL(neuralgrok, CPU, m) {
   m.impl("_amplify_backward", TORCH_FN(amplify_backward_cpu));
 }
 
+TORCH_LIBRARY_IMPL(neuralgrok, CompositeExplicitAutograd, m) {
+  m.impl("amplify", TORCH_FN(amplify_generic));
+  m.impl("_amplify_backward", TORCH_FN(amplify_backward_generic));
+}
+
+TORCH_LIBRARY_IMPL(neuralgrok, Meta, m) {
+  m.impl("amplify", TORCH_FN(amplify_meta));
+  m.impl("_amplify_backward", TORCH_FN(amplify_backward_meta));
+}
+
 TORCH_LIBRARY_IMPL(neuralgrok, Autograd, m) {
   m.impl("amplify", TORCH_FN(amplify_autograd));
+  // The backward is not itself differentiable: differentiating through it raises a clear error.
+  m.impl("_amplify_backward", torch::autograd::autogradNotImplementedFallback());
 }
 
 }  // namespace neuralgrok

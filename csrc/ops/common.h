@@ -4,13 +4,18 @@
 
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
+#include <ATen/core/grad_mode.h>
+
+#include <vector>
 
 namespace neuralgrok {
 
-// One list entry: defined, float32 or float64. (Sparse and other layouts never get here: the
-// dispatcher finds no kernel for them.)
+// One list entry: defined, dense (strided: sparse and other layouts reach the device-generic
+// kernels, which are registered for every backend), float32 or float64.
 inline void check_float_tensor(const at::Tensor& t, size_t i, const char* op, const char* what) {
   TORCH_CHECK(t.defined(), op, ": ", what, "[", i, "] is undefined");
+  TORCH_CHECK(t.layout() == at::kStrided, op, ": ", what, "[", i, "] has layout ", t.layout(),
+              "; only dense (strided) tensors are supported");
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", what, "[", i,
               "] has dtype ", t.scalar_type(), "; expected float32 or float64");
 }
@@ -46,11 +51,32 @@ inline void check_writable_in_place(at::TensorList tensors, const char* op, cons
   }
 }
 
+// For the Autograd kernels of the in-place ops, which are not differentiable: with grad mode on,
+// nothing they write may require grad (they filter .grad tensors, which do not). Under no_grad they
+// may write such tensors, as ATen's in-place ops may.
+inline void check_no_grad_required(at::TensorList tensors, const char* op, const char* what) {
+  if (!at::GradMode::is_enabled()) return;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    TORCH_CHECK(!tensors[i].requires_grad(), op, ": ", what, "[", i, "] requires grad, but the op writes it in place ",
+                "and is not differentiable; call it under torch.no_grad() or on tensors that do not require grad");
+  }
+}
+
+// For the ADInplaceOrView kernels of the in-place ops: bumps the version counter of every tensor
+// the op wrote, so that autograd refuses to use a tensor saved for backward that was overwritten
+// (what ATen's in-place ops do; torch's ADInplaceOrView fallback only bumps returned tensors, and
+// these ops return nothing).
+inline void bump_versions(at::TensorList tensors) {
+  for (const auto& t : tensors) t.unsafeGetTensorImpl()->bump_version();
+}
+
 // An op's own per-tensor state, paired with `tensors` position by position: same list length, and
 // each state[i] has the dtype and device of tensors[i], is contiguous (the kernels index it
 // directly) and shares no memory with tensors[i]. Shapes are checked by the op.
+// memory=false leaves out contiguity and aliasing (the Meta kernels' FakeTensors may have symbolic
+// strides; the real kernels check them).
 inline void check_state_list(at::TensorList tensors, at::TensorList state, const char* op, const char* what,
-                             const char* what_state) {
+                             const char* what_state, bool memory = true) {
   TORCH_CHECK(state.size() == tensors.size(), op, ": ", what, " has ", tensors.size(), " tensors but ",
               what_state, " has ", state.size());
   for (size_t i = 0; i < state.size(); ++i) {
@@ -60,16 +86,10 @@ inline void check_state_list(at::TensorList tensors, at::TensorList state, const
                 s.scalar_type(), " but ", what, "[", i, "] has ", tensors[i].scalar_type());
     TORCH_CHECK(s.device() == tensors[i].device(), op, ": ", what_state, "[", i, "] is on ", s.device(), " but ",
                 what, "[", i, "] is on ", tensors[i].device());
+    if (!memory) continue;
     TORCH_CHECK(s.is_contiguous(), op, ": ", what_state, "[", i, "] must be contiguous");
     TORCH_CHECK(!s.is_alias_of(tensors[i]), op, ": ", what_state, "[", i, "] shares memory with ", what, "[", i,
                 "]");
-  }
-}
-
-inline void check_cpu(at::TensorList tensors, const char* op, const char* what) {
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    TORCH_CHECK(tensors[i].device().is_cpu(), op, ": ", what, "[", i, "] is on ", tensors[i].device(),
-                "; this build has only CPU kernels");
   }
 }
 
@@ -87,15 +107,39 @@ inline void check_matches(at::TensorList tensors, const at::Tensor& like, const 
   }
 }
 
-// Pairs two lists element by element: same length, same shapes.
+// Pairs two lists element by element: same length, same shapes. Shapes are compared as SymInts,
+// so the Meta kernels can run these checks on FakeTensors with symbolic shapes (torch.compile with
+// dynamic shapes); on real tensors that is a plain integer comparison.
 inline void check_same_shapes(at::TensorList a, at::TensorList b, const char* op, const char* what_a,
                               const char* what_b) {
   TORCH_CHECK(a.size() == b.size(), op, ": ", what_a, " has ", a.size(), " tensors but ", what_b, " has ",
               b.size());
   for (size_t i = 0; i < a.size(); ++i) {
-    TORCH_CHECK(a[i].sizes() == b[i].sizes(), op, ": ", what_a, "[", i, "] has shape ", a[i].sizes(), " but ",
-                what_b, "[", i, "] has shape ", b[i].sizes());
+    TORCH_CHECK(a[i].sym_sizes() == b[i].sym_sizes(), op, ": ", what_a, "[", i, "] has shape ", a[i].sym_sizes(),
+                " but ", what_b, "[", i, "] has shape ", b[i].sym_sizes());
   }
+}
+
+// The index of the first tensor of `tensors` with a NaN or Inf entry, or -1. One host transfer for
+// the whole list (the device-generic kernels call it on GPU tensors: one synchronisation, not one
+// per tensor).
+inline int64_t first_nonfinite(at::TensorList tensors) {
+  if (tensors.empty()) return -1;
+  std::vector<at::Tensor> finite;
+  finite.reserve(tensors.size());
+  for (const auto& t : tensors) finite.push_back(at::isfinite(t).all());
+  const at::Tensor flags = at::stack(finite).cpu();
+  const bool* f = flags.data_ptr<bool>();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!f[i]) return static_cast<int64_t>(i);
+  }
+  return -1;
+}
+
+// A new tensor of t's shape, dtype and device, contiguous: what every kernel returns, and so what
+// the Meta kernels must return (symbolic shapes pass through empty_like unchanged).
+inline at::Tensor empty_contiguous_like(const at::Tensor& t) {
+  return at::empty_like(t, t.options(), at::MemoryFormat::Contiguous);
 }
 
 // Runs kernel(c) on a contiguous tensor c holding t's values, for kernels that index raw memory

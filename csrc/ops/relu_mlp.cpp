@@ -8,22 +8,21 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <vector>
 
 #include "ops/common.h"
+#include "ops/generic.h"
 
 namespace neuralgrok {
 
 namespace {
-
-// Rows per dense chunk: keeps each layer's activations (rows x H) cache-sized and bounded.
-constexpr int64_t kRowsPerChunk = 2048;
 
 at::Tensor as_float64(const at::Tensor& t) { return t.to(at::kDouble).contiguous(); }
 
 }  // namespace
 
 void check_relu_mlp(at::TensorList weights, at::TensorList biases, const at::Tensor& like, const char* what_like,
-                    const char* op) {
+                    const char* op, bool values) {
   TORCH_CHECK(!weights.empty(), op, ": expected at least one Linear layer in weights");
   TORCH_CHECK(weights.size() == biases.size(), op, ": weights has ", weights.size(), " tensors but biases has ",
               biases.size(), "; give one weight and one bias per Linear layer");
@@ -32,25 +31,40 @@ void check_relu_mlp(at::TensorList weights, at::TensorList biases, const at::Ten
   for (size_t l = 0; l < weights.size(); ++l) {
     const auto& w = weights[l];
     const auto& b = biases[l];
-    TORCH_CHECK(w.dim() == 2, op, ": weights[", l, "] has shape ", w.sizes(), "; expected a 2-d Linear weight");
-    TORCH_CHECK(b.dim() == 1 && b.size(0) == w.size(0), op, ": biases[", l, "] has shape ", b.sizes(),
-                " but weights[", l, "] has ", w.size(0), " output features");
-    const int64_t expected_in = l == 0 ? 1 : weights[l - 1].size(0);
-    TORCH_CHECK(w.size(1) == expected_in, op, ": weights[", l, "] has shape ", w.sizes(), "; expected ",
-                expected_in, " input features", l == 0 ? " (the MLP maps one scalar)" : " (the previous layer's outputs)");
-    TORCH_CHECK(w.size(0) >= 1, op, ": weights[", l, "] has no output features");
-    TORCH_CHECK(at::isfinite(w).all().item<bool>(), op, ": weights[", l, "] contains NaN or Inf");
-    TORCH_CHECK(at::isfinite(b).all().item<bool>(), op, ": biases[", l, "] contains NaN or Inf");
+    // Sizes as SymInts: the Meta kernels see FakeTensors that may have symbolic shapes.
+    TORCH_CHECK(w.dim() == 2, op, ": weights[", l, "] has shape ", w.sym_sizes(), "; expected a 2-d Linear weight");
+    TORCH_CHECK(b.dim() == 1 && b.sym_size(0) == w.sym_size(0), op, ": biases[", l, "] has shape ", b.sym_sizes(),
+                " but weights[", l, "] has ", w.sym_size(0), " output features");
+    const c10::SymInt expected_in = l == 0 ? c10::SymInt(1) : weights[l - 1].sym_size(0);
+    TORCH_CHECK(w.sym_size(1) == expected_in, op, ": weights[", l, "] has shape ", w.sym_sizes(), "; expected ",
+                expected_in, " input features",
+                l == 0 ? " (the MLP maps one scalar)" : " (the previous layer's outputs)");
+    TORCH_CHECK(w.sym_size(0) >= 1, op, ": weights[", l, "] has no output features");
   }
-  TORCH_CHECK(weights.back().size(0) == 1, op, ": the last layer weights[", weights.size() - 1, "] has shape ",
-              weights.back().sizes(), "; expected one output feature (the score)");
+  TORCH_CHECK(weights.back().sym_size(0) == 1, op, ": the last layer weights[", weights.size() - 1, "] has shape ",
+              weights.back().sym_sizes(), "; expected one output feature (the score)");
+  if (!values) return;
+  std::vector<at::Tensor> layers;  // weights[0], biases[0], weights[1], ...: the order errors are reported in
+  for (size_t l = 0; l < weights.size(); ++l) {
+    layers.push_back(weights[l]);
+    layers.push_back(biases[l]);
+  }
+  const int64_t bad = first_nonfinite(layers);
+  TORCH_CHECK(bad < 0, op, ": ", bad % 2 == 0 ? "weights[" : "biases[", bad / 2, "] contains NaN or Inf");
 }
 
-at::Tensor relu_mlp_forward(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+int64_t generic_rows_per_chunk(at::TensorList weights) {
+  int64_t widest = 1;
+  for (const auto& w : weights) widest = std::max(widest, w.size(0));
+  return std::max(kRowsPerChunk, (int64_t{1} << 22) / widest);
+}
+
+at::Tensor relu_mlp_forward(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+                            int64_t rows_per_chunk) {
   const int64_t n = x.numel();
   at::Tensor scores = at::empty({n}, x.options());
-  for (int64_t row = 0; row < n; row += kRowsPerChunk) {
-    const int64_t rows = std::min(kRowsPerChunk, n - row);
+  for (int64_t row = 0; row < n; row += rows_per_chunk) {
+    const int64_t rows = std::min(rows_per_chunk, n - row);
     at::Tensor h = x.narrow(0, row, rows).view({rows, 1});
     for (size_t l = 0; l < weights.size(); ++l) {
       h = at::addmm(biases[l], h, weights[l].t());
@@ -62,7 +76,7 @@ at::Tensor relu_mlp_forward(const at::Tensor& x, at::TensorList weights, at::Ten
 }
 
 ReluMlpGrads relu_mlp_backward(const at::Tensor& x, const at::Tensor& grad_scores, at::TensorList weights,
-                               at::TensorList biases) {
+                               at::TensorList biases, int64_t rows_per_chunk) {
   const int64_t n = x.numel();
   const size_t num_layers = weights.size();
   ReluMlpGrads grads;
@@ -71,8 +85,8 @@ ReluMlpGrads relu_mlp_backward(const at::Tensor& x, const at::Tensor& grad_score
     grads.weights.push_back(at::zeros_like(weights[l]));
     grads.biases.push_back(at::zeros_like(biases[l]));
   }
-  for (int64_t row = 0; row < n; row += kRowsPerChunk) {
-    const int64_t rows = std::min(kRowsPerChunk, n - row);
+  for (int64_t row = 0; row < n; row += rows_per_chunk) {
+    const int64_t rows = std::min(rows_per_chunk, n - row);
     // layer_inputs[l] is what Linear layer l reads: the entries, then each hidden activation.
     std::vector<at::Tensor> layer_inputs{x.narrow(0, row, rows).view({rows, 1})};
     for (size_t l = 0; l + 1 < num_layers; ++l) {
@@ -204,23 +218,73 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> piecewise_parameter_
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> relu_mlp_pieces_cpu(at::TensorList weights, at::TensorList biases,
-                                                                   double lo, double hi) {
-  constexpr const char* op = "neuralgrok::_relu_mlp_pieces";
-  check_float_tensor_list(weights, op, "weights");
-  check_relu_mlp(weights, biases, weights[0], "weights", op);
-  TORCH_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, op, ": need finite lo <= hi, got [", lo, ", ",
-              hi, "]");
+constexpr const char* kPiecesOp = "neuralgrok::_relu_mlp_pieces";
+
+void check_pieces_args(at::TensorList weights, at::TensorList biases, double lo, double hi, bool values = true) {
+  check_float_tensor_list(weights, kPiecesOp, "weights");
+  check_relu_mlp(weights, biases, weights[0], "weights", kPiecesOp, values);
+  TORCH_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, kPiecesOp, ": need finite lo <= hi, got [", lo,
+              ", ", hi, "]");
+}
+
+// The table on the host, float64 (compiling is a sequential, data-dependent host algorithm).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pieces_on_host(at::TensorList weights, at::TensorList biases,
+                                                              double lo, double hi) {
   at::AutoDispatchBelowADInplaceOrView guard;  // the table is data, never part of a graph
   const auto mlp = compile_relu_mlp(weights, biases, lo, hi, std::numeric_limits<int64_t>::max());
   const auto as_tensor = [](const std::vector<double>& v) { return at::tensor(v, at::dtype(at::kDouble)); };
   return {as_tensor(mlp->breakpoints), as_tensor(mlp->slopes), as_tensor(mlp->intercepts)};
 }
 
+// Device-generic: the layers are copied to the host, compiled there, and the table is returned on
+// the layers' device. Its size depends on the values, so the op has no C++ Meta kernel: its fake
+// kernel (neuralgrok/_extension.py) gives the outputs a dynamic size.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relu_mlp_pieces_generic(at::TensorList weights, at::TensorList biases,
+                                                                       double lo, double hi) {
+  check_float_tensor_list(weights, kPiecesOp, "weights");
+  TORCH_CHECK(!weights[0].is_meta(), kPiecesOp, ": the table's size depends on the layers' values, so it cannot be ",
+              "computed on the meta device");
+  check_pieces_args(weights, biases, lo, hi);
+  const auto host = [](at::TensorList ts) {
+    std::vector<at::Tensor> out;
+    for (const auto& t : ts) out.push_back(t.cpu());
+    return out;
+  };
+  auto table = pieces_on_host(host(weights), host(biases), lo, hi);
+  const auto device = weights[0].device();
+  return {std::get<0>(table).to(device), std::get<1>(table).to(device), std::get<2>(table).to(device)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relu_mlp_pieces_cpu(at::TensorList weights, at::TensorList biases,
+                                                                   double lo, double hi) {
+  if (generic_on_cpu()) return relu_mlp_pieces_generic(weights, biases, lo, hi);
+  check_pieces_args(weights, biases, lo, hi);
+  return pieces_on_host(weights, biases, lo, hi);
+}
+
+// Not differentiable: the table never requires grad, whatever the layers do.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relu_mlp_pieces_autograd(at::TensorList weights, at::TensorList biases,
+                                                                        double lo, double hi) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("neuralgrok::_relu_mlp_pieces", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(at::TensorList, at::TensorList, double,
+                                                                             double)>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(weights, biases, lo, hi);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(neuralgrok, CPU, m) {
   m.impl("_relu_mlp_pieces", TORCH_FN(relu_mlp_pieces_cpu));
+}
+
+TORCH_LIBRARY_IMPL(neuralgrok, CompositeExplicitAutograd, m) {
+  m.impl("_relu_mlp_pieces", TORCH_FN(relu_mlp_pieces_generic));
+}
+
+TORCH_LIBRARY_IMPL(neuralgrok, Autograd, m) {
+  m.impl("_relu_mlp_pieces", TORCH_FN(relu_mlp_pieces_autograd));
 }
 
 }  // namespace neuralgrok

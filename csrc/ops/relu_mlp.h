@@ -14,13 +14,21 @@
 
 namespace neuralgrok {
 
-// Layer shapes chain 1 -> H_1 -> ... -> 1, finite values, the dtype and device of `like` (named
-// `what_like` in messages).
+// Layer shapes chain 1 -> H_1 -> ... -> 1, the dtype and device of `like` (named `what_like` in
+// messages), and (values=true) finite values, read in one host transfer. The Meta kernels pass
+// values=false: FakeTensors have no values.
 void check_relu_mlp(at::TensorList weights, at::TensorList biases, const at::Tensor& like, const char* what_like,
-                    const char* op);
+                    const char* op, bool values = true);
+
+// Rows per dense chunk: bounds each layer's activations (rows x H). The CPU kernels keep them
+// cache-sized; the device-generic path uses chunks of about 2^22 activations, so that a GPU gets
+// few, large matmuls.
+constexpr int64_t kRowsPerChunk = 2048;
+int64_t generic_rows_per_chunk(at::TensorList weights);
 
 // Dense evaluation of s on every entry of the 1-d tensor x, in x's dtype.
-at::Tensor relu_mlp_forward(const at::Tensor& x, at::TensorList weights, at::TensorList biases);
+at::Tensor relu_mlp_forward(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+                            int64_t rows_per_chunk = kRowsPerChunk);
 
 struct ReluMlpGrads {
   at::Tensor input;  // ds/dg scaled by the cotangent, per entry
@@ -30,7 +38,7 @@ struct ReluMlpGrads {
 // Dense backward: the cotangent grad_scores on s(x) taken to x and to the layers' parameters.
 // ReLU's derivative at 0 is 0, as in autograd.
 ReluMlpGrads relu_mlp_backward(const at::Tensor& x, const at::Tensor& grad_scores, at::TensorList weights,
-                               at::TensorList biases);
+                               at::TensorList biases, int64_t rows_per_chunk = kRowsPerChunk);
 
 // The MLP compiled over a range, in float64. Piece k is [breakpoints[k-1], breakpoints[k]) (open
 // ended at both outer ends), on which s(g) = slopes[k] * g + intercepts[k]. An entry exactly on a

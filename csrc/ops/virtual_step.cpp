@@ -5,8 +5,13 @@
 // over lists of tensors, with C++ autograd to params (identity) and updates (-lr_i). The
 // amplifier's meta-gradient is then torch.autograd.backward(virtual_step(params,
 // amplify(grads), lrs), dL_outer/dtheta').
+//
+// Both kernels are already device-generic ATen calls with nothing faster to do on a CPU, so each is
+// one implementation, registered for CompositeExplicitAutograd (every backend, CPU included) and
+// for Meta (ATen's own meta kernels then give the outputs' shapes and strides).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -25,7 +30,7 @@ void check_lrs(at::TensorList tensors, c10::ArrayRef<double> lrs, const char* op
   }
 }
 
-std::vector<at::Tensor> virtual_step_cpu(at::TensorList params, at::TensorList updates, c10::ArrayRef<double> lrs) {
+std::vector<at::Tensor> virtual_step_impl(at::TensorList params, at::TensorList updates, c10::ArrayRef<double> lrs) {
   constexpr const char* op = "neuralgrok::virtual_step";
   check_float_tensor_list(params, op, "params");
   check_same_shapes(params, updates, op, "params", "updates");
@@ -40,7 +45,7 @@ std::vector<at::Tensor> virtual_step_cpu(at::TensorList params, at::TensorList u
 }
 
 // d theta'_i / d updates_i = -lrs_i (the grads w.r.t. params are the cotangents themselves).
-std::vector<at::Tensor> virtual_step_backward_cpu(at::TensorList grad_outputs, c10::ArrayRef<double> lrs) {
+std::vector<at::Tensor> virtual_step_backward_impl(at::TensorList grad_outputs, c10::ArrayRef<double> lrs) {
   constexpr const char* op = "neuralgrok::_virtual_step_backward";
   check_float_tensor_list(grad_outputs, op, "grad_outputs");
   check_lrs(grad_outputs, lrs, op, "grad_outputs");
@@ -93,14 +98,20 @@ std::vector<at::Tensor> virtual_step_autograd(at::TensorList params, at::TensorL
 
 }  // namespace
 
-// The kernels are device-generic ATen calls; a CUDA block could register them unchanged.
-TORCH_LIBRARY_IMPL(neuralgrok, CPU, m) {
-  m.impl("virtual_step", TORCH_FN(virtual_step_cpu));
-  m.impl("_virtual_step_backward", TORCH_FN(virtual_step_backward_cpu));
+TORCH_LIBRARY_IMPL(neuralgrok, CompositeExplicitAutograd, m) {
+  m.impl("virtual_step", TORCH_FN(virtual_step_impl));
+  m.impl("_virtual_step_backward", TORCH_FN(virtual_step_backward_impl));
+}
+
+TORCH_LIBRARY_IMPL(neuralgrok, Meta, m) {
+  m.impl("virtual_step", TORCH_FN(virtual_step_impl));
+  m.impl("_virtual_step_backward", TORCH_FN(virtual_step_backward_impl));
 }
 
 TORCH_LIBRARY_IMPL(neuralgrok, Autograd, m) {
   m.impl("virtual_step", TORCH_FN(virtual_step_autograd));
+  // The backward is not itself differentiable: differentiating through it raises a clear error.
+  m.impl("_virtual_step_backward", torch::autograd::autogradNotImplementedFallback());
 }
 
 }  // namespace neuralgrok
