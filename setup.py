@@ -4,6 +4,7 @@ Metadata is in pyproject.toml. Install with ``pip install --no-build-isolation .
 into an environment that already has torch. ``NEURALGROK_SANITIZE=1`` builds with ASan/UBSan.
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,11 @@ class CMakeBuild(build_ext):
 
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         sanitize = os.environ.get("NEURALGROK_SANITIZE", "0") not in ("", "0")
-        # A persistent build tree keeps rebuilds incremental across pip installs.
-        build_dir = ROOT / "build" / f"cmake-py{sys.version_info[0]}{sys.version_info[1]}{'-sanitize' if sanitize else ''}"
+        # A persistent build tree keeps rebuilds incremental across pip installs; one per Python and torch, so
+        # that environments with different torches (Makefile: .venv and .venv-debian) never share objects.
+        torch_tag = re.sub(r"[^A-Za-z0-9.]+", "-", torch.__version__)
+        py_tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
+        build_dir = ROOT / "build" / f"cmake-{py_tag}-torch{torch_tag}{'-sanitize' if sanitize else ''}"
         prefix = getattr(torch.utils, "cmake_prefix_path", None)
         args = [
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -43,9 +47,15 @@ class CMakeBuild(build_ext):
             args.append(f"-Dpybind11_DIR={pybind11.get_cmake_dir()}")
         except ImportError:
             pass  # Debian's pybind11-dev is found by CMake's default search
-        generator = ["-G", "Ninja"] if _has_ninja() and not (build_dir / "CMakeCache.txt").exists() else []
-        subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *generator, *args], check=True)
-        subprocess.run(["cmake", "--build", str(build_dir), "--parallel", str(os.cpu_count() or 1)], check=True)
+        cmake = _tool("cmake")
+        ninja = _tool("ninja")
+        if cmake is None:
+            raise RuntimeError("building neuralgrok needs CMake >= 3.18: install it (pip install cmake, or your system's)")
+        generator = []
+        if ninja is not None and not (build_dir / "CMakeCache.txt").exists():
+            generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+        subprocess.run([cmake, "-S", str(ROOT), "-B", str(build_dir), *generator, *args], check=True)
+        subprocess.run([cmake, "--build", str(build_dir), "--parallel", str(os.cpu_count() or 1)], check=True)
         self.build_info_file = out_dir / "_build_info.json"
 
     def copy_extensions_to_source(self):
@@ -55,10 +65,11 @@ class CMakeBuild(build_ext):
             self.copy_file(str(self.build_info_file), str(ROOT / "neuralgrok" / self.build_info_file.name))
 
 
-def _has_ninja():
+def _tool(name):
+    """``name`` beside this Python first (a venv's ``pip install cmake ninja``, active or not), else on PATH."""
     from shutil import which
 
-    return which("ninja") is not None
+    return which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 
 setup(ext_modules=[CMakeExtension("neuralgrok._C")], cmdclass={"build_ext": CMakeBuild})

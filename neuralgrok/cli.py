@@ -41,7 +41,7 @@ CHOICES = {"task": lambda: TASKS, "method": lambda: sorted(METHODS), "layout": l
            "loss": lambda: LOSSES, "optimizer": lambda: OPTIMIZERS, "meta_mode": lambda: META_MODES}
 
 
-def add_config_arguments(parser, defaults=TrainConfig()):
+def add_config_arguments(parser, defaults=TrainConfig()):  # noqa: B008  (read, never modified)
     """One ``--field-name`` flag per TrainConfig field, typed from the dataclass. Flags not given
     are absent from the parsed namespace (default SUPPRESS), so that only the flags a user passed
     override a config file; the help shows the dataclass defaults."""
@@ -168,7 +168,7 @@ def build_parser():
                          help="grokking = first logged step with this test accuracy (default: %(default)s)")
     analyze.add_argument("--smooth", type=int, default=1,
                          help="running-median window applied before looking for the largest drop (default: %(default)s)")
-    for command, command_parser in commands.choices.items():
+    for command_parser in commands.choices.values():
         command_parser.set_defaults(command_parser=command_parser)
     return parser
 

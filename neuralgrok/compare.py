@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Dict, List
 
 from .files import atomic_write_text, read_toml
-from .plots import plot_groups
 from .train import TEST_ACCURACY_THRESHOLDS, TrainConfig, read_metrics
 
 THRESHOLD_KEYS = tuple(f"steps_to_test_{round(t * 100)}" for t in TEST_ACCURACY_THRESHOLDS)
@@ -171,6 +170,8 @@ def compare(paths, out_dir):
     markdown = markdown_text(fields, rows)
     atomic_write_text(out_dir / "comparison.csv", csv_text(rows))
     atomic_write_text(out_dir / "comparison.md", markdown)
+    from .plots import plot_groups  # matplotlib (the plots extra): only here, so neuralgrok.results needs none
+
     plot_groups({", ".join(f"{field}={row[field]}" for field in fields) or "all runs": [run.history for run in runs]
                  for row, runs in zip(rows, groups.values())}, out_dir / "comparison_accuracy.png")
     return markdown

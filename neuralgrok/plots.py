@@ -10,8 +10,11 @@ Example::
 """
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError as error:  # an optional dependency: the demo's and compare's plots
+    raise ImportError(f"neuralgrok's plots need matplotlib ({error}): pip install 'neuralgrok[plots]'") from error
 
 from .files import atomic_write
 

@@ -1,5 +1,5 @@
 """The polygon-counting image task of Gu et al. ("Beyond Progress Measures", arXiv 2504.03162), and
-the ResNet-18 they train on it.
+the ResNet-18 they train on it (torchvision's, as :mod:`neuralgrok.resnet`).
 
 Each image is white with a 2x2 grid of cells; each cell is blank or holds a regular polygon with 3..12
 sides (1-pixel black outline, a spoke from the centre to every vertex, the first vertex at angle 0,
@@ -149,7 +149,7 @@ def load_images(image_size=64, faithful=False, cache_dir=None, progress=True):
         images, problem = _read_verified(path, image_size)
         if problem is None:
             return images
-        warnings.warn(f"polygon cache {path}: {problem}; regenerating it")
+        warnings.warn(f"polygon cache {path}: {problem}; regenerating it", stacklevel=2)
     images = generate_images(image_size, faithful, progress)
     with atomic_write(path, "wb") as f:
         np.save(f, images)
@@ -186,14 +186,15 @@ def polygon_split(image_size=64, train_fraction=0.25, seed=0, faithful=False, ca
 
 
 def resnet18(num_classes=NUM_CLASSES, weights_path=None):
-    """torchvision's ResNet-18 (standard ImageNet stem: 7x7 stride-2 convolution and max pooling, kept
-    for small images too, so ImageNet weights fit and the model stays the paper's; at 64 px the last
-    feature map is 2x2), randomly initialised. Nothing is downloaded: ``weights_path`` names a local
-    state dict (e.g. torchvision's ``resnet18-f37072fd.pth``); its ``fc`` layer is skipped when its
-    shape differs from ``num_classes``, every other tensor must match."""
-    from torchvision.models.resnet import BasicBlock, ResNet
+    """ResNet-18 as torchvision defines it (:mod:`neuralgrok.resnet`, no torchvision needed; standard ImageNet
+    stem: 7x7 stride-2 convolution and max pooling, kept for small images too, so ImageNet weights fit and the
+    model stays the paper's; at 64 px the last feature map is 2x2), randomly initialised as torchvision does.
+    Nothing is downloaded: ``weights_path`` names a local state dict (e.g. torchvision's
+    ``resnet18-f37072fd.pth``); its ``fc`` layer is skipped when its shape differs from ``num_classes``,
+    every other tensor must match."""
+    from .resnet import resnet18 as build_resnet18
 
-    model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    model = build_resnet18(num_classes=num_classes)
     if weights_path is not None:
         _load_weights(model, weights_path)
     return model

@@ -283,8 +283,10 @@ def steps_table_rows(runs, thresholds=(0.95, 0.99)):
         groups.setdefault(tuple(run.config[key] for key in TABLE_KEY), []).append(run)
 
     def order(key):  # registry order; names not registered (a user's own task) after, alphabetically
+        def rank(names, name):
+            return (list(names).index(name), "") if name in names else (len(names), name)
+
         task, p, weight_decay, method = key
-        rank = lambda names, name: (list(names).index(name), "") if name in names else (len(names), name)
         return (*rank(OPERATIONS, task), p, -weight_decay, *rank(METHODS, method))
 
     rows = []

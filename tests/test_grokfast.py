@@ -108,7 +108,7 @@ def test_ma_running_sum_is_exact_after_each_wrap_and_tracks_a_long_run(window):
     gen = torch.Generator().manual_seed(2)
     ref = reference.GrokfastMA(window=window, lamb=1.0)
     state = None
-    for step in range(20 * window + 5):
+    for _ in range(20 * window + 5):
         scale = 10.0 ** torch.randint(-4, 5, (64,), generator=gen).float()
         grads = [torch.randn(64, generator=gen) * scale]
         expected = [grads[0].clone()]

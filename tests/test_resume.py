@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from neuralgrok import cli
 from neuralgrok.demo import DEMO_CONFIG
