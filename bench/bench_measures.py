@@ -56,7 +56,7 @@ def main():
     cases = [
         ("MED (embedding rows)", lambda: measures.med(embedding, P), 0.01, 21),
         ("weight norm (total)", lambda: measures.weight_norm(model), 0.01, 21),
-        ("weight norm per module", lambda: measures.weight_norm_per_module(model), 0.01, 21),
+        ("weight norm per module", lambda: measures.squared_weight_norm_per_module(model), 0.01, 21),
         ("gradient AGE per layer", lambda: measures.gradient_age(model, per_layer=True), None, 21),
         ("Fourier norms + keys + Gini of W_E", embedding_fourier, 1.0, 21),
         ("restricted + excluded loss (given logit table)", fourier_losses, 1.0, 21),

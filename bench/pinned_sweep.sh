@@ -21,8 +21,19 @@ fi
 if [ "$1" = "--export" ]; then
   shift
   for sweep in "$@"; do
-    out=$("$venv/bin/python" -c 'import sys; from neuralgrok.files import read_toml; print(read_toml(sys.argv[1])["out"])' "$tree/$sweep")
-    "$venv/bin/python" -m neuralgrok.results export "$tree/$out" "results/$(basename "$out")"
+    # Where the pinned commit put the runs: out relative to the sweep file (sweep_out), or, before that
+    # existed, to the worktree. Run from the worktree, so that its neuralgrok is the one imported.
+    out=$(cd "$tree" && "$venv/bin/python" -c '
+import sys
+from pathlib import Path
+try:
+    from neuralgrok.sweep import sweep_out
+except ImportError:
+    from neuralgrok.files import read_toml
+    print(Path.cwd() / read_toml(sys.argv[1])["out"])
+else:
+    print(Path(sweep_out(sys.argv[1])).resolve())' "$sweep")
+    "$venv/bin/python" -m neuralgrok.results export "$out" "results/$(basename "$out")"
   done
   exit 0
 fi

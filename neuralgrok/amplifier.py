@@ -1,6 +1,7 @@
 """NeuralGrok's neural amplifier (arXiv 2504.17243), computed by the C++ op ``neuralgrok::amplify``."""
 import math
 import numbers
+from typing import Tuple
 
 import torch
 from torch import nn
@@ -131,12 +132,31 @@ class NeuralAmplifier(nn.Module):
 
     def load_state_dict(self, state_dict, strict=True, **kwargs):
         """``nn.Module.load_state_dict``, also for the official ``neuralgrad`` code's keys ``network.N.*``."""
-        state_dict = {("mlp." + key[len("network."):] if key.startswith("network.") else key): value
-                      for key, value in state_dict.items()}
-        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+        return super().load_state_dict(canonical_keys(state_dict), strict=strict, **kwargs)
+
+    @staticmethod
+    def hidden_sizes_of(state_dict) -> Tuple[int, ...]:
+        """The ``hidden_sizes`` of the amplifier whose :meth:`state_dict` this is (also with the official
+        code's keys); ValueError naming what is wrong if it is no amplifier's state dict."""
+        state = canonical_keys(state_dict)
+        indices = sorted(int(key.split(".")[1]) for key in state
+                         if key.startswith("mlp.") and key.endswith(".weight") and key.split(".")[1].isdigit())
+        weights = [state[f"mlp.{i}.weight"] for i in indices]
+        shapes = [tuple(w.shape) if isinstance(w, torch.Tensor) else None for w in weights]
+        chain = len(shapes) >= 2 and all(s is not None and len(s) == 2 for s in shapes) and shapes[0][1] == 1 \
+            and shapes[-1][0] == 1 and all(a[0] == b[1] for a, b in zip(shapes, shapes[1:]))
+        if not chain or set(state) != {f"mlp.{i}.{kind}" for i in indices for kind in ("weight", "bias")}:
+            raise ValueError(f"not a NeuralAmplifier state dict (keys {sorted(state)[:6]}, weight shapes {shapes})")
+        return tuple(shape[0] for shape in shapes[:-1])
 
     def extra_repr(self):
         return f"hidden_sizes={self.hidden_sizes}, rescale={self.rescale}, activation={self.activation!r}"
+
+
+def canonical_keys(state_dict):
+    """``state_dict`` with the official ``neuralgrad`` code's ``network.N.*`` keys renamed ``mlp.N.*``."""
+    return {("mlp." + key[len("network."):] if key.startswith("network.") else key): value
+            for key, value in state_dict.items()}
 
 
 def _checked_hidden_sizes(hidden_sizes):

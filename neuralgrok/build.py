@@ -71,10 +71,11 @@ def hold_out_train_count(config):
     return int(config.train_fraction * number_of_examples(config.task, config.p, config.nonzero_b))
 
 
-def build_data(config, with_outer):
-    """The config's :class:`RunData` (on the CPU); ``with_outer``: hold out NeuralGrok's outer split."""
+def build_data(config, with_outer, progress=True):
+    """The config's :class:`RunData` (on the CPU); ``with_outer``: hold out NeuralGrok's outer split;
+    ``progress``: a progress bar while polygon images are drawn (the first run of a size)."""
     if config.task == POLYGONS:
-        return _polygon_data(config)
+        return _polygon_data(config, progress)
     if config.split == "random" and with_outer:
         inner, outer, test = inner_outer_test_split(
             config.task, config.p, config.seed, inner_fraction=config.train_fraction - config.outer_fraction,
@@ -92,9 +93,9 @@ def build_data(config, with_outer):
     return RunData(split.layout, split.train, split.test, test_parts={"held": split.held, "rest": split.rest})
 
 
-def _polygon_data(config):
+def _polygon_data(config, progress):
     train_x, train_y, test_x, test_y = polygons.polygon_split(config.image_size, config.train_fraction,
-                                                              config.seed, config.faithful)
+                                                              config.seed, config.faithful, progress=progress)
     if config.image_count:  # prefixes of the shuffled split: a seeded random subset of each side
         n_train = round(config.train_fraction * config.image_count)
         train_x, train_y = train_x[:n_train], train_y[:n_train]

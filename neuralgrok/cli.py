@@ -2,7 +2,7 @@
 
     neuralgrok --version
     neuralgrok demo --out runs/demo [--steps N] [--quiet]
-    neuralgrok run --task a*b --p 97 --method grokfast-ema --steps 5000 --out runs/ab97
+    neuralgrok run --task 'a*b' --p 97 --method grokfast-ema --steps 5000 --out runs/ab97
     neuralgrok run --config configs/demo.toml --method neuralgrok --out runs/demo-ng
     neuralgrok run --task polygons --model resnet18 --optimizer adam --weight-decay 1e-4 --batch-size 200 --out runs/poly
     neuralgrok run --resume runs/ab97
@@ -16,8 +16,17 @@ file (``key = value`` per field, as a run's own ``config.toml``); flags given on
 override it, the dataclass defaults fill in the rest. With ``--out``, a checkpoint is written every
 ``--checkpoint-every`` steps; ``--resume DIR`` continues that run from its ``config.toml`` and
 ``checkpoint.pt`` (from scratch if there is none yet) with the same metrics as an uninterrupted
-run, and says so and exits 0 for a finished run (``summary.json`` present). Bad arguments, and
-unknown or ill-typed keys in a config file, exit with status 2 before anything is written.
+run, and says so and exits 0 for a finished run (``summary.json`` present). Relative paths in a
+config file (``amplifier_path``, ``weights_path``) are relative to the file's directory, those given
+as flags to the working directory. ``--out`` must not hold another run (``--overwrite`` deletes its
+files first), nor be in use by another process.
+
+Exit status: 0 a finished run; 2 nothing was run: bad arguments, a config that fails
+:func:`neuralgrok.train.validate_config` (unknown or ill-typed keys, out-of-range or non-finite
+values, missing files, an unavailable device), a refused or busy output directory, a damaged
+checkpoint (the message says what to do), each said in one line before anything is written;
+3 the run diverged (its loss or gradient became NaN or infinite: summary.json says where); 1 any
+other failure (a full disk, say; the run's last checkpoint stays intact for ``--resume``).
 """
 import argparse
 import dataclasses
@@ -32,8 +41,14 @@ from .models import LOSSES
 from .optimizer import META_MODES
 from .tasks import LAYOUTS
 from .version import version_text
-from .files import read_toml
-from .train import METHODS, TrainConfig, resume, summary_table, train
+from .checkpoints import CheckpointError
+from .files import DirectoryInUseError, read_toml
+from .train import (DIVERGED, METHODS, ConfigError, RunDirectoryError, TrainConfig, resolve_paths, resume,
+                    summary_table, train, validate_config)
+
+EXIT_DIVERGED = 3  # a run that ended with a NaN or infinite loss or gradient
+# What a run refuses before writing anything: exit status 2 with the message.
+REFUSALS = (ConfigError, RunDirectoryError, DirectoryInUseError, CheckpointError)
 
 
 CHOICES = {"task": lambda: TASKS, "method": lambda: sorted(METHODS), "layout": lambda: LAYOUTS,
@@ -64,15 +79,23 @@ def add_config_arguments(parser, defaults=TrainConfig()):  # noqa: B008  (read, 
         parser.add_argument("--" + config_field.name.replace("_", "-"), **options)
 
 
+def refuse(parser, message):
+    """Exit with status 2 and ``message`` as one line (``PROG: error: ...``): a run refused for what the
+    arguments name (a value, a file, a directory), where argparse's usage text would bury it."""
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def given_config_flags(arguments):
     """The TrainConfig fields set on the command line."""
     return {f.name: getattr(arguments, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(arguments, f.name)}
 
 
 def config_file_values(path, parser):
-    """A TOML config file's fields, typed; unreadable files and bad keys exit with status 2."""
+    """A TOML config file's fields, typed, its relative paths joined to its directory; unreadable
+    files and bad keys exit with status 2."""
     try:
-        return TrainConfig.typed_values(read_toml(path))
+        return TrainConfig.typed_values(resolve_paths(read_toml(path), Path(path).parent))
     except (OSError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError
         parser.error(f"--config {path}: {error}")
 
@@ -82,9 +105,11 @@ def config_from_arguments(arguments, parser):
     values = config_file_values(arguments.config, parser) if getattr(arguments, "config", None) else {}
     values.update(given_config_flags(arguments))
     try:
-        return TrainConfig(**values)
+        config = TrainConfig(**values)
+        validate_config(config)  # the device and the files too
     except ValueError as error:
-        parser.error(str(error))  # exits with status 2
+        refuse(parser, str(error))
+    return config
 
 
 def resume_run(arguments, parser):
@@ -100,8 +125,18 @@ def resume_run(arguments, parser):
         return json.loads((run_dir / "summary.json").read_text())
     try:
         return resume(run_dir, progress=not arguments.quiet).summary
-    except ValueError as error:  # a config.toml edited by hand, or a checkpoint of another config
-        parser.error(str(error))
+    except (*REFUSALS, ValueError) as error:  # a bad config.toml (TOML errors are ValueErrors) and the refusals
+        refuse(parser, str(error))
+
+
+def run_outcome(summary):
+    """Print a run's table (and a diverged run's where and why); return the exit status."""
+    print(summary_table([summary]), end="")
+    if summary.get("stop_reason") == DIVERGED:
+        print(f"the run diverged at step {summary['diverged_at_step']}: {summary['diverged_because']}",
+              file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
 
 
 def analyze_run(arguments, parser):
@@ -132,11 +167,15 @@ def build_parser():
     demo.add_argument("--out", required=True, help="output directory (one sub-directory per method)")
     demo.add_argument("--steps", type=int, default=None, help="steps per method (default: the demo's own)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="delete the runs a previous demo left under --out first (else they are refused)")
 
     run = commands.add_parser("run", help="one training run",
                               description="Train one model; with --out write config.toml, checkpoint.pt, "
                                           "metrics.csv and summary.json there.")
     run.add_argument("--out", default=None, help="output directory (default: write nothing)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="if --out holds another run, delete its files first (else the run is refused)")
     run.add_argument("--config", default=None, metavar="FILE.toml",
                      help="read the config fields from this TOML file; flags given override it")
     run.add_argument("--resume", default=None, metavar="DIR",
@@ -174,7 +213,18 @@ def build_parser():
 
 
 def main(argv=None):
+    """The ``neuralgrok`` command; returns the exit status (see the module docstring)."""
     parser = build_parser()
+    try:
+        return _main(parser, argv)
+    except OSError as error:  # a full disk, a lost mount: one line, not a traceback
+        print(f"neuralgrok: error: {error}. Every file written is complete (each is replaced atomically); "
+              f"an interrupted run goes on with 'neuralgrok run --resume DIR' once the cause is fixed",
+              file=sys.stderr)
+        return 1
+
+
+def _main(parser, argv):
     arguments = parser.parse_args(argv)
     if arguments.version:
         print(version_text())
@@ -186,18 +236,30 @@ def main(argv=None):
             arguments.command_parser.error(f"--steps={arguments.steps} must not be negative")
         from .demo import run_demo  # imports matplotlib, which only the demo needs
 
-        _, table = run_demo(arguments.out, steps=arguments.steps, progress=not arguments.quiet)
+        try:
+            results, table = run_demo(arguments.out, steps=arguments.steps, progress=not arguments.quiet,
+                                      overwrite=arguments.overwrite)
+        except REFUSALS as error:
+            refuse(arguments.command_parser, str(error))
         print(table, end="")
         print(f"plots and runs written under {arguments.out}")
-        return 0
+        return EXIT_DIVERGED if any(r.summary["stop_reason"] == DIVERGED for r in results) else 0
     if arguments.command == "run":
         if arguments.resume:
+            if arguments.overwrite:
+                arguments.command_parser.error("--resume continues a run; --overwrite starts one over, drop one")
             summary = resume_run(arguments, arguments.command_parser)
         else:
             config = config_from_arguments(arguments, arguments.command_parser)
-            summary = train(config, out_dir=arguments.out, progress=not arguments.quiet).summary
-        print(summary_table([summary]), end="")
-        return 0
+            if arguments.out is None:
+                print("no --out: nothing is saved (give --out DIR to keep the config, metrics, checkpoints "
+                      "and summary)", file=sys.stderr)
+            try:
+                summary = train(config, out_dir=arguments.out, progress=not arguments.quiet,
+                                overwrite=arguments.overwrite).summary
+            except REFUSALS as error:
+                refuse(arguments.command_parser, str(error))
+        return run_outcome(summary)
     if arguments.command == "sweep":
         from . import sweep  # it imports this module
 

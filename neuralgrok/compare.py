@@ -15,6 +15,10 @@ before it was recorded). It is printed and written to ``OUT/comparison.md`` and 
 ``OUT/comparison_accuracy.png`` overlays the test-accuracy curves (a colour per group, a thin
 line per seed, log-x).
 
+A run that diverged (its loss or gradient became NaN or infinite; ``stop_reason = "diverged"`` in its
+summary) stays in its group and never reached the thresholds it had not reached by then; a
+``diverged`` column then counts such runs per group (only when some run diverged).
+
 A run that never reached a threshold is never dropped: it counts as "more than its steps budget"
 (shown ``>4000`` for a budget of 4,000 steps) and sorts after every run that reached it. A median
 is the middle value, or the mean of the two middle values for an even count; a median involving
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from .files import atomic_write_text, read_toml
-from .train import TEST_ACCURACY_THRESHOLDS, TrainConfig, read_metrics
+from .train import DIVERGED, TEST_ACCURACY_THRESHOLDS, TrainConfig, read_metrics
 
 THRESHOLD_KEYS = tuple(f"steps_to_test_{round(t * 100)}" for t in TEST_ACCURACY_THRESHOLDS)
 PEAK_MEMORY_KEY = "peak_rss_mib"
@@ -76,8 +80,13 @@ def load_runs(paths, warn=lambda text: print(text, file=sys.stderr)):
             continue
         config = {key: tuple(value) if isinstance(value, list) else value  # hashable, for grouping
                   for key, value in read_config(directory).items()}
-        runs.append(Run(directory, config, json.loads((directory / "summary.json").read_text()),
-                        read_metrics(directory / "metrics.csv")))
+        summary = json.loads((directory / "summary.json").read_text())
+        mismatch = [key for key in ("method", "steps") if summary.get(key) != config[key]]
+        if mismatch:  # a run written over another before runs refused that: its summary is the old run's
+            warn(f"warning: {directory}: summary.json's {mismatch} differ from config.toml's (two runs mixed?); "
+                 f"left out")
+            continue
+        runs.append(Run(directory, config, summary, read_metrics(directory / "metrics.csv")))
     if not runs:
         raise CompareError("no finished runs to compare")
     return runs
@@ -121,10 +130,17 @@ def _median_text(values, digits):
     return "-" if None in values else f"{statistics.median(values):.{digits}f}"
 
 
-def group_row(fields, label, runs):
-    """One group's cells, keyed by CSV column name."""
+def diverged(run):
+    """Whether ``run`` (a :class:`Run`) diverged."""
+    return run.summary.get("stop_reason") == DIVERGED
+
+
+def group_row(fields, label, runs, with_diverged=False):
+    """One group's cells, keyed by CSV column name (``with_diverged``: a ``diverged`` column, the count)."""
     row = {field: "-".join(map(str, v)) if isinstance(v, tuple) else str(v) for field, v in zip(fields, label)}
     row["seeds"] = str(len(runs))
+    if with_diverged:
+        row[DIVERGED] = str(sum(map(diverged, runs)))
     for key in THRESHOLD_KEYS:
         ordered = steps_reached(runs, key)
         for statistic, pair in (("median", median_steps(ordered)), ("min", ordered[0]), ("max", ordered[-1])):
@@ -144,13 +160,14 @@ def csv_text(rows):
 
 def markdown_text(fields, rows):
     """An aligned Markdown table; each threshold's range is shown as [min, max]."""
-    header = [*fields, "seeds"]
+    counts = [DIVERGED] if rows and DIVERGED in rows[0] else []
+    header = [*fields, "seeds", *counts]
     for threshold in TEST_ACCURACY_THRESHOLDS:
         header += [f"test {threshold:.0%} median", f"test {threshold:.0%} range"]
     header += ["wall time (s)", "peak RSS (MiB)"]
     table = [header]
     for row in rows:
-        cells = [row[field] for field in fields] + [row["seeds"]]
+        cells = [row[field] for field in fields] + [row["seeds"]] + [row[key] for key in counts]
         for key in THRESHOLD_KEYS:
             cells += [row[f"{key}_median"], f"[{row[f'{key}_min']}, {row[f'{key}_max']}]"]
         cells += [row["wall_time_s_median"], row[f"{PEAK_MEMORY_KEY}_median"]]
@@ -165,15 +182,17 @@ def compare(paths, out_dir):
     """Write ``comparison.csv``, ``comparison.md`` and ``comparison_accuracy.png`` under ``out_dir``;
     return the Markdown table."""
     out_dir = Path(out_dir)
-    fields, groups = group_runs(load_runs(paths))
-    rows = [group_row(fields, label, runs) for label, runs in groups.items()]
+    runs = load_runs(paths)
+    fields, groups = group_runs(runs)
+    with_diverged = any(map(diverged, runs))
+    rows = [group_row(fields, label, group, with_diverged) for label, group in groups.items()]
     markdown = markdown_text(fields, rows)
     atomic_write_text(out_dir / "comparison.csv", csv_text(rows))
     atomic_write_text(out_dir / "comparison.md", markdown)
     from .plots import plot_groups  # matplotlib (the plots extra): only here, so neuralgrok.results needs none
 
-    plot_groups({", ".join(f"{field}={row[field]}" for field in fields) or "all runs": [run.history for run in runs]
-                 for row, runs in zip(rows, groups.values())}, out_dir / "comparison_accuracy.png")
+    plot_groups({", ".join(f"{field}={row[field]}" for field in fields) or "all runs": [run.history for run in group]
+                 for row, group in zip(rows, groups.values())}, out_dir / "comparison_accuracy.png")
     return markdown
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .files import atomic_write_text
 from .plots import plot_runs
-from .train import TrainConfig, summary_table, train
+from .train import RunDirectoryError, TrainConfig, run_files, summary_table, train, validate_config
 
 # Chosen by experiment (docs/demo-config.md lists every run tried): with full batches Grokfast
 # slowed grokking under AdamW with weight decay 1.0; with batches of 512 the baseline memorises
@@ -26,14 +26,22 @@ DEMO_CONFIG = TrainConfig(task="a+b", p=47, train_fraction=0.5, seed=0, width=64
 DEMO_METHODS = ("baseline", "grokfast-ema", "grokfast-ma", "neuralgrok")
 
 
-def run_demo(out_dir, steps=None, progress=True, methods=DEMO_METHODS):
+def run_demo(out_dir, steps=None, progress=True, methods=DEMO_METHODS, overwrite=False):
     """Train each method on :data:`DEMO_CONFIG` (``steps`` overrides its length); return
-    ``(results, table)``."""
+    ``(results, table)``. Every config and run directory is checked before the first run: a
+    directory that holds a run (an earlier demo's) raises
+    :class:`neuralgrok.train.RunDirectoryError` unless ``overwrite``."""
     out_dir = Path(out_dir)
-    results = []
-    for method in methods:
-        config = dataclasses.replace(DEMO_CONFIG, method=method, steps=DEMO_CONFIG.steps if steps is None else steps)
-        results.append(train(config, out_dir / method, progress=progress))
+    configs = [dataclasses.replace(DEMO_CONFIG, method=method, steps=DEMO_CONFIG.steps if steps is None else steps)
+               for method in methods]
+    for config in configs:
+        validate_config(config)
+    taken = [f"{out_dir / config.method} ({', '.join(run_files(out_dir / config.method))})"
+             for config in configs if run_files(out_dir / config.method)]
+    if taken and not overwrite:
+        raise RunDirectoryError(f"{out_dir} holds the runs of an earlier demo: {'; '.join(taken)}; pass "
+                                f"--overwrite (overwrite=True) to delete them first, or choose another --out")
+    results = [train(config, out_dir / config.method, progress=progress, overwrite=overwrite) for config in configs]
     plot_runs({result.config.method: result.history for result in results}, out_dir,
               title=f"{DEMO_CONFIG.task} mod {DEMO_CONFIG.p}, {DEMO_CONFIG.train_fraction:.0%} train")
     table = summary_table([result.summary for result in results])

@@ -1,5 +1,8 @@
 """Crash-safe file output: a killed run leaves either the previous file or the complete new one.
 
+Files are created with the permissions the umask allows (``0o666 & ~umask``), as ``open`` would.
+:func:`locked_directory` keeps a second process from writing into a directory in use.
+
 Example::
 
     from neuralgrok.files import atomic_write
@@ -7,16 +10,36 @@ Example::
         f.write(text)
 """
 import contextlib
+import json
 import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; directories are not locked there
+    fcntl = None
+
+
+class DirectoryInUseError(RuntimeError):
+    """Another process holds the directory (see :func:`locked_directory`)."""
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="w"):
+def atomic_write(path, mode: str = "w", before_replace: Optional[Callable[[Path], None]] = None):
     """Yield a file object on a temporary file beside ``path``; on success flush, fsync and
-    ``os.replace`` it onto ``path``; on error delete it, leaving ``path`` as it was."""
+    ``os.replace`` it onto ``path``; on error (a full disk, a kill's exception) delete it, leaving
+    ``path`` as it was. ``before_replace(path)`` runs once the new file is complete, just before
+    the replace (a checkpoint keeps its previous version there)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write: mode={mode!r}; use 'w' or 'wb'")
     path = Path(path)
@@ -24,10 +47,13 @@ def atomic_write(path, mode="w"):
     # Same directory, so os.replace is a rename within one file system (atomic on POSIX).
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0o600, as open() would create it
         with os.fdopen(descriptor, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(path)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -58,9 +84,33 @@ def remove_temporaries(directory):
             temporary.unlink()
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`."""
     with atomic_write(path) as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def locked_directory(directory) -> Iterator[Path]:
+    """Create ``directory`` if needed and hold an exclusive advisory lock on it for the block;
+    raise :class:`DirectoryInUseError` at once if another process holds it. The lock is the
+    directory's own (``flock`` on it), so nothing is written for it, and the kernel releases it
+    when the holder exits, SIGKILL included. Not on Windows (there the block runs unlocked)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield directory
+        return
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DirectoryInUseError(f"{directory} is being written by another process (a run or a resume "
+                                      f"still going on); wait for it to end, or end it first") from None
+        yield directory
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def toml_value(value):
@@ -100,3 +150,20 @@ def read_toml(path):
             raise ImportError("reading TOML needs Python >= 3.11 or the 'tomli' package") from None
     with open(path, "rb") as f:
         return tomllib.load(f)
+
+
+def finite_or_none(value):
+    """``value`` with every NaN or infinite float (in nested dicts, lists and tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def strict_json(value) -> str:
+    """``value`` as indented, strict JSON text (non-finite floats as null: no NaN or Infinity, which
+    JSON has not), with a final newline."""
+    return json.dumps(finite_or_none(value), indent=2, allow_nan=False) + "\n"

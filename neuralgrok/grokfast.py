@@ -204,11 +204,40 @@ class Grokfast(GradientTransformOptimizer):
         return {**super().extra_state_dict(), "mode": self.mode, "filter": self.filter.hyperparameters()}
 
     def load_extra_state_dict(self, state):
-        if state["mode"] != self.mode:
-            raise ValueError(f"Grokfast.load_state_dict: the checkpoint is for mode={state['mode']!r}, "
-                             f"this optimizer has mode={self.mode!r}")
         super().load_extra_state_dict(state)
         self.filter._configure(**state["filter"])
+
+    def extra_state_problems(self, state):
+        problems = super().extra_state_problems(state)
+        if problems:
+            return problems
+        if state["mode"] != self.mode:
+            return [f"the state is for mode={state['mode']!r}, this optimizer has mode={self.mode!r}"]
+        try:
+            _make_filter(self.mode, **{"alpha": 0.98, "window": 100, "lamb": None, **state["filter"]})
+        except (TypeError, ValueError) as error:
+            return [f"its filter hyperparameters {state['filter']!r} are invalid: {error}"]
+        return []
+
+    def param_state_problems(self, index, param, state, extra):
+        shape = tuple(param.shape)
+        if self.mode == "ema":
+            expected = {"ema": shape}
+        else:
+            expected = {"window": (extra["filter"]["window"], *shape), "sum": shape, "count": None}
+        if set(state) != set(expected):
+            return [f"parameter {index} has filter state {sorted(state)} where mode={self.mode!r} keeps "
+                    f"{sorted(expected)}"]
+        problems = []
+        for key, want in expected.items():
+            value = state[key]
+            if want is None:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    problems.append(f"parameter {index}'s {key} is {value!r}, not a count")
+            elif not isinstance(value, torch.Tensor) or tuple(value.shape) != want:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                problems.append(f"parameter {index}'s {key} has shape {got} where {want} is due (another model?)")
+        return problems
 
     def __repr__(self):
         return f"Grokfast({self.base_optimizer!r}, {self.filter!r})"

@@ -8,7 +8,8 @@ Sources:
 
 - MED, the Main Embedding Diff, and its hidden-layer variant: Gu et al., "Beyond Progress
   Measures" (arXiv 2504.03162).
-- Weight norm (sum of squares), the classic grokking measure (Power et al.; Nanda et al.).
+- Weight norm (the L2 norm, and its square, the sum of squares), the classic grokking measure
+  (Power et al.; Nanda et al.).
 - AGE, NeuralGrok's Absolute Gradient Entropy (arXiv 2504.17243), here also per layer.
 - Fourier measures for modular addition (key frequencies, Gini coefficients, restricted and
   excluded loss): Nanda et al., "Progress measures for grokking via mechanistic
@@ -225,24 +226,29 @@ def _squared_norms(module: nn.Module) -> Tuple[List[str], torch.Tensor]:
 
 @torch.no_grad()
 def weight_norm(module: nn.Module) -> float:
-    """Total sum of squares of a module's parameters, sum_w ||w||_2^2 (Power et al.; Nanda et al.).
+    """The L2 norm of all of a module's parameters together, sqrt(sum_w ||w||_2^2): the runner's
+    ``weight_norm`` column in metrics.csv. Its square is :func:`squared_weight_norm`."""
+    return math.sqrt(squared_weight_norm(module))
 
-    This is what weight decay shrinks: the squared L2 norm, not the norm itself.
-    """
+
+@torch.no_grad()
+def squared_weight_norm(module: nn.Module) -> float:
+    """Total sum of squares of a module's parameters, sum_w ||w||_2^2 (Power et al.; Nanda et al.):
+    what weight decay shrinks; the square of :func:`weight_norm`."""
     return _squared_norms(module)[1].sum().item()
 
 
 @torch.no_grad()
-def weight_norm_per_parameter(module: nn.Module) -> Dict[str, float]:
-    """``{parameter name: ||w||_2^2}``; the values sum to :func:`weight_norm`."""
+def squared_weight_norm_per_parameter(module: nn.Module) -> Dict[str, float]:
+    """``{parameter name: ||w||_2^2}``; the values sum to :func:`squared_weight_norm`."""
     names, squares = _squared_norms(module)
     return dict(zip(names, squares.tolist()))
 
 
 @torch.no_grad()
-def weight_norm_per_module(module: nn.Module, depth: Optional[int] = None) -> Dict[str, float]:
+def squared_weight_norm_per_module(module: nn.Module, depth: Optional[int] = None) -> Dict[str, float]:
     """Sum of squares per owning module (see :func:`group_by_module` for names and ``depth``)."""
-    return group_by_module(weight_norm_per_parameter(module), depth)
+    return group_by_module(squared_weight_norm_per_parameter(module), depth)
 
 
 def _age_of(model: nn.Module, of: str, per_layer: bool, depth: Optional[int]):

@@ -3,8 +3,8 @@ import math
 
 import torch
 
-from .amplifier import NeuralAmplifier
-from .wrapper import GradientTransformOptimizer
+from .amplifier import NeuralAmplifier, canonical_keys
+from .wrapper import GradientTransformOptimizer, param_group_problems
 
 META_MODES = ("paper", "fast")
 VIRTUAL_LRS = ("initial", "current")  # which lr of a parameter group the virtual step uses
@@ -63,6 +63,11 @@ class NeuralGrok(GradientTransformOptimizer):
     *before* ``step`` transforms them, which matters: the amplifier's scores depend on the
     gradients' magnitude. ``GradScaler.step`` takes no closure, so use ``meta="fast"`` with it.
 
+    Dtypes: the amplifier computes in its own dtype (float32 or float64: the C++ op has no half
+    precision). The default amplifier is float64 for a float64 model, else float32; gradients of
+    another dtype (a float16 or bfloat16 model's) are converted to the amplifier's for the transform
+    and the meta step, and the results back.
+
     Example::
 
         opt = NeuralGrok(torch.optim.AdamW(model.parameters(), lr=1e-3),
@@ -79,8 +84,9 @@ class NeuralGrok(GradientTransformOptimizer):
                  meta_optimizer=None, meta_lr=1e-4, meta_weight_decay=1e-3, virtual_lr="initial",
                  clip_grad_norm=1.0, train_amplifier=True, nonfinite="raise", param_names=None):
         super().__init__(base_optimizer, nonfinite=nonfinite, param_names=param_names)
-        if amplifier is None:
-            amplifier = NeuralAmplifier()
+        if amplifier is None:  # the default follows a float64 model; float16/bfloat16 ones use float32 (below)
+            dtypes = {p.dtype for group in self.param_groups for p in group["params"]}
+            amplifier = NeuralAmplifier().to(torch.float64) if dtypes == {torch.float64} else NeuralAmplifier()
         if not isinstance(amplifier, NeuralAmplifier):
             raise TypeError(f"amplifier must be a neuralgrok.NeuralAmplifier, got {type(amplifier).__name__}")
         if meta not in META_MODES:
@@ -116,9 +122,16 @@ class NeuralGrok(GradientTransformOptimizer):
         """Whether the next call to :meth:`step` ends with an amplifier update."""
         return self.train_amplifier and (self.steps + 1) % self.meta_every == 0
 
+    def _amplifier_dtype(self):
+        return self.amplifier.mlp[0].weight.dtype
+
+    def _in_amplifier_dtype(self, tensors):
+        dtype = self._amplifier_dtype()
+        return [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+
     def transform_(self, params):
         with torch.no_grad():
-            amplified = self.amplifier.amplify([p.grad for p in params])
+            amplified = self.amplifier.amplify(self._in_amplifier_dtype([p.grad for p in params]))
             for p, g in zip(params, amplified):
                 p.grad.copy_(g)
             if self.clip_grad_norm is not None:
@@ -142,7 +155,8 @@ class NeuralGrok(GradientTransformOptimizer):
         if not params or not self.gradients_are_finite(params):
             return loss
         inner_grads = [p.grad.clone() for p in params] if meta_due and self.meta == "fast" else None
-        self.transform_and_record_(params)
+        if not self.transform_and_record_(params):
+            return loss
         self.base_optimizer.step()
         self.steps += 1
         if meta_due:
@@ -189,13 +203,13 @@ class NeuralGrok(GradientTransformOptimizer):
 
     def _meta_step(self, params, inner_grads):
         with torch.enable_grad():
-            amplified = self.amplifier.amplify(inner_grads)
-            virtual = torch.ops.neuralgrok.virtual_step([p.detach() for p in params], amplified,
-                                                        self._virtual_lrs(params))
+            amplified = self.amplifier.amplify(self._in_amplifier_dtype(inner_grads))
+            virtual = torch.ops.neuralgrok.virtual_step(self._in_amplifier_dtype([p.detach() for p in params]),
+                                                        amplified, self._virtual_lrs(params))
         current = [p.data for p in params]
         try:
             for p, v in zip(params, virtual):
-                p.data = v.detach()
+                p.data = v.detach().to(p.dtype)
             with torch.enable_grad():
                 outer_loss = self.outer_closure()
                 cotangents = torch.autograd.grad(outer_loss, params, allow_unused=True)
@@ -203,6 +217,7 @@ class NeuralGrok(GradientTransformOptimizer):
             for p, data in zip(params, current):
                 p.data = data
         cotangents = [c if c is not None else torch.zeros_like(p) for c, p in zip(cotangents, params)]
+        cotangents = self._in_amplifier_dtype(cotangents)
         if not self._finite_or_policy([outer_loss.detach(), *cotangents], "the outer loss or its gradient"):
             return
         self.meta_optimizer.zero_grad()
@@ -219,6 +234,35 @@ class NeuralGrok(GradientTransformOptimizer):
         state.update(steps=self.steps, meta_steps=self.meta_steps, amplifier=self.amplifier.state_dict(),
                      meta_optimizer=self.meta_optimizer.state_dict() if self.meta_optimizer is not None else None)
         return state
+
+    def extra_state_problems(self, state):
+        problems = super().extra_state_problems(state)
+        if problems:
+            return problems
+        for key in ("steps", "meta_steps"):
+            if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+                problems.append(f"'extra'['{key}'] is {state[key]!r}, not a count")
+        mine = self.amplifier.state_dict()
+        saved = state["amplifier"]
+        if not isinstance(saved, dict):
+            return problems + [f"'extra'['amplifier'] is a {type(saved).__name__}, not a state dict"]
+        saved = canonical_keys(saved)
+        shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in saved.items()}
+        if shapes != {k: tuple(v.shape) for k, v in mine.items()}:
+            problems.append(f"its amplifier has the shapes {shapes} where this one (hidden_sizes="
+                            f"{self.amplifier.hidden_sizes}) has {({k: tuple(v.shape) for k, v in mine.items()})}")
+        if (state["meta_optimizer"] is None) != (self.meta_optimizer is None):
+            problems.append("it was saved by a NeuralGrok that " + ("trains" if state["meta_optimizer"] is not None
+                                                                    else "does not train") +
+                            " its amplifier, this one " + ("does" if self.meta_optimizer is not None else "does not"))
+        elif self.meta_optimizer is not None:
+            meta = state["meta_optimizer"]
+            if not isinstance(meta, dict) or "param_groups" not in meta or "state" not in meta:
+                problems.append("'extra'['meta_optimizer'] is not an optimizer state dict")
+            else:
+                problems += param_group_problems("the meta optimizer's", meta["param_groups"],
+                                            self.meta_optimizer.param_groups)
+        return problems
 
     def load_extra_state_dict(self, state):
         super().load_extra_state_dict(state)

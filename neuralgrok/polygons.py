@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoints import load_weights
 from .files import atomic_write, atomic_write_text
 
 GENERATOR_VERSION = 1
@@ -171,10 +172,11 @@ def split_indices(n, train_fraction=0.25, seed=0):
     return order[:n_train], order[n_train:]
 
 
-def polygon_split(image_size=64, train_fraction=0.25, seed=0, faithful=False, cache_dir=None):
+def polygon_split(image_size=64, train_fraction=0.25, seed=0, faithful=False, cache_dir=None, progress=True):
     """``(train_x, train_y, test_x, test_y)``: images ``(N, 3, S, S)`` float32, normalised, the channel
-    expanded as a view; labels ``(N,)`` long class indices. Defaults: 3,660 train, 10,981 test."""
-    images = torch.from_numpy(load_images(image_size, faithful, cache_dir))
+    expanded as a view; labels ``(N,)`` long class indices. Defaults: 3,660 train, 10,981 test.
+    ``progress``: a progress bar while the images are drawn (once per size, before they are cached)."""
+    images = torch.from_numpy(load_images(image_size, faithful, cache_dir, progress))
     targets = torch.from_numpy(labels(combinations()))
     train, test = split_indices(len(images), train_fraction, seed)
 
@@ -205,7 +207,7 @@ def _load_weights(model, weights_path):
     if not path.is_file():
         raise FileNotFoundError(f"ResNet-18 weights file {path} does not exist")
     try:
-        state = _torch_load_tensors(path)
+        state = load_weights(path)  # weights-only: a state dict needs nothing else
     except Exception as error:
         raise ValueError(f"cannot read ResNet-18 weights from {path}: {error}") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -222,15 +224,6 @@ def _load_weights(model, weights_path):
         raise ValueError(f"{path} does not hold ResNet-18 weights: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}, shape mismatch {mismatched[:5]}")
     model.load_state_dict(state, strict=False)
-
-
-def _torch_load_tensors(path):
-    # weights_only (torch >= 1.13) refuses arbitrary pickled objects; a state dict needs nothing else.
-    import inspect
-
-    if "weights_only" in inspect.signature(torch.load).parameters:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    return torch.load(path, map_location="cpu")
 
 
 def _strip_common_prefix(state):

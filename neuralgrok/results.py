@@ -33,6 +33,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -45,7 +46,8 @@ from .compare import (PEAK_MEMORY_KEY, by_seed, group_runs, load_runs, median_st
 from .files import atomic_write, atomic_write_text, read_toml, to_toml, toml_value
 from .sweep import SWEEP_KEYS, load_sweep, run_sweep
 from .tasks import OPERATIONS
-from .train import (METHODS, MEMORISATION_ACCURACY, SNAPSHOTS, TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv,
+from .train import (METHODS, MEMORISATION_ACCURACY, PATH_FIELDS, SNAPSHOTS,
+                    TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv,
                     read_metrics)
 
 DEFAULT_MAX_ROWS = 200
@@ -406,8 +408,13 @@ def regenerate(sweep_file, work_dir, overrides, log=print):
             raise ValueError(f"override {key!r} is a sweep table, not a TrainConfig field")
         (grid if key in grid else base)[key] = value
     work_dir = Path(work_dir)
+    here = Path(sweep_file).parent  # the file's relative paths, made absolute for its copy elsewhere
+    base = {key: os.path.abspath(here / value) if key in PATH_FIELDS and value else value
+            for key, value in base.items()}
+    grid = {key: [os.path.abspath(here / v) if v else v for v in values] if key in PATH_FIELDS else values
+            for key, values in grid.items()}
     shrunk = work_dir / Path(sweep_file).name
-    atomic_write_text(shrunk, sweep_text(work_dir / "runs", base, grid))
+    atomic_write_text(shrunk, sweep_text("runs", base, grid))  # out: relative to the copy, in work_dir
     if run_sweep(load_sweep(shrunk), jobs=1, log=log):
         raise RuntimeError(f"some runs of {shrunk} failed; see log.txt in their directories under {work_dir / 'runs'}")
     results_dir = work_dir / "results"

@@ -2,7 +2,7 @@
 
 A sweep file is TOML::
 
-    out = "runs/sweep-demo"          # relative paths are relative to the working directory
+    out = "../runs/sweep-demo"       # relative paths are relative to this file's directory
     [base]                           # TrainConfig fields shared by every run
     p = 47
     steps = 4000
@@ -10,12 +10,19 @@ A sweep file is TOML::
     method = ["baseline", "grokfast-ema"]
     seed = [0, 1, 2]
 
+Relative paths in the file (``out``, and ``amplifier_path`` or ``weights_path`` in ``[base]`` or
+``[grid]``) are relative to the sweep file's directory, so ``configs/sweep-demo.toml``'s
+``out = "../runs/sweep-demo"`` is ``runs/sweep-demo`` beside ``configs/``, from wherever it is run.
+
 Each run goes to ``OUT/<name>``, the name made of the grid's values in the grid's order, e.g.
 ``method=grokfast-ema,seed=1`` (characters other than letters, digits and ``+-._`` are %-escaped,
-so ``a*b`` becomes ``a%2Ab``). A run whose ``summary.json`` exists is finished and skipped, so a
-sweep is resumed by running the same command again. Runs get ``--threads 1`` unless the file
-sets ``threads``. Every config is built and checked before anything is launched; a bad file
-exits with status 2 and writes nothing.
+so ``a*b`` becomes ``a%2Ab``). A run whose ``summary.json`` exists is finished (or diverged, which
+its summary says) and skipped; one that was started but not finished (its ``config.toml`` is this
+sweep's config) is resumed from its checkpoint, so a sweep is resumed by running the same command
+again. Runs get ``--threads 1`` unless the file sets ``threads``. Before anything is launched every
+config is checked, the device and the files it names too (:func:`neuralgrok.train.validate_config`;
+``--dry-run`` leaves out those machine checks, for commands run elsewhere), and every run directory:
+one holding a run of another config is refused. A bad file exits with status 2 and writes nothing.
 
 Commands::
 
@@ -35,6 +42,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import itertools
+import os
 import shlex
 import subprocess
 import sys
@@ -45,7 +53,7 @@ from pathlib import Path
 from typing import List
 
 from .files import read_toml
-from .train import TrainConfig
+from .train import DIVERGED, TrainConfig, resolve_paths, run_config, run_files, same_config, validate_config
 
 SWEEP_KEYS = ("out", "base", "grid")
 
@@ -61,8 +69,12 @@ class Run:
     config: TrainConfig
     command: List[str]
 
-    def finished(self):
+    def finished(self) -> bool:
         return (self.out_dir / "summary.json").exists()
+
+    def resume_command(self) -> List[str]:
+        """The command that continues this run from its directory's checkpoint."""
+        return [sys.executable, "-m", "neuralgrok", "run", "--quiet", "--resume", str(self.out_dir)]
 
 
 def _name_value(value):
@@ -105,8 +117,6 @@ def _check_tables(sweep):
     unknown = sorted(set(sweep) - set(SWEEP_KEYS))
     if unknown:
         raise SweepError(f"unknown top-level keys {unknown}; a sweep file has {list(SWEEP_KEYS)}")
-    if not isinstance(sweep.get("out"), str) or not sweep["out"]:
-        raise SweepError('the sweep file needs out = "runs/NAME", the directory of its runs')
     base, grid = sweep.get("base", {}), sweep.get("grid", {})
     if not isinstance(base, dict) or not isinstance(grid, dict):
         raise SweepError("[base] and [grid] must be tables")
@@ -120,7 +130,17 @@ def _check_tables(sweep):
     both = sorted(set(base) & set(grid))
     if both:
         raise SweepError(f"{both} in both [base] and [grid]")
-    return Path(sweep["out"]), base, grid
+    return base, grid
+
+
+def sweep_out(path, sweep=None) -> Path:
+    """The directory of a sweep file's runs: its ``out``, relative to the file's directory (``sweep``:
+    the file's tables, if read already)."""
+    sweep = read_toml(path) if sweep is None else sweep
+    if not isinstance(sweep.get("out"), str) or not sweep["out"]:
+        raise SweepError('the sweep file needs out = "DIR", the directory of its runs (relative to the file, '
+                         'e.g. "../runs/NAME")')
+    return Path(os.path.normpath(Path(path).parent / sweep["out"]))
 
 
 def _build_run(out, values, point):
@@ -143,14 +163,46 @@ def load_sweep(path):
         sweep = read_toml(path)
     except (OSError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError
         raise SweepError(f"cannot read {path}: {error}") from None
-    out, base, grid = _check_tables(sweep)
+    base, grid = _check_tables(sweep)
+    out, here = sweep_out(path, sweep), Path(path).parent
     runs = []
     for combination in itertools.product(*grid.values()):
         point = dict(zip(grid, combination))
-        runs.append(_build_run(out, {"threads": 1, **base, **point}, point))
+        runs.append(_build_run(out, resolve_paths({"threads": 1, **base, **point}, here), point))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise SweepError("the grid repeats a value, so two runs would share a directory")
+    return runs
+
+
+def check_runs(runs, environment=True):
+    """What :func:`run_sweep` checks before it launches anything: every run's directory is empty, or
+    holds a run of the same config (one that was started and not finished is then resumed: its
+    command becomes :meth:`Run.resume_command`); every unfinished run's config is valid on this
+    machine, its device and files too (:func:`neuralgrok.train.validate_config`; not without
+    ``environment``). Raises :class:`SweepError` listing every problem; returns ``runs``."""
+    problems = []
+    for run in runs:
+        present = run_files(run.out_dir)
+        if present:
+            try:
+                same = same_config(run_config(run.out_dir), run.config, run.out_dir)
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                state = "a finished run" if run.finished() else "a run"
+                problems.append(f"run {run.name}: {run.out_dir} holds {state} of another config ({', '.join(present)}; "
+                                f"was the sweep file changed?); delete or move that directory first")
+                continue
+            if not run.finished():
+                run.command = run.resume_command()
+        if environment and not run.finished():
+            try:
+                validate_config(run.config)
+            except ValueError as error:
+                problems.append(f"run {run.name}: {error}")
+    if problems:
+        raise SweepError("; ".join(problems))
     return runs
 
 
@@ -164,18 +216,27 @@ def _launch(run):
 
 
 def run_sweep(runs, jobs=1, log=print):
-    """Run the unfinished ``runs``, ``jobs`` processes at a time; return how many failed."""
+    """Check the unfinished ``runs`` (:func:`check_runs`, which raises :class:`SweepError` before
+    anything is launched), then run them, ``jobs`` processes at a time; return how many failed (a
+    run that diverged is finished, with a result that says so, and is logged as such, not counted)."""
+    from .cli import EXIT_DIVERGED  # the CLI imports this module
+
+    check_runs(runs)
     pending = [run for run in runs if not run.finished()]
     log(f"{len(runs) - len(pending)} of {len(runs)} runs already finished; running {len(pending)}")
-    failed = 0
+    failed = diverged = 0
     # Threads only wait on the child processes, which do the work.
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(_launch, run) for run in pending]
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             run, status, seconds = future.result()
-            outcome = "done" if status == 0 else f"FAILED (exit {status}), see {run.out_dir / 'log.txt'}"
+            outcome = ("done" if status == 0 else f"{DIVERGED} (see its summary.json)" if status == EXIT_DIVERGED
+                       else f"FAILED (exit {status}), see {run.out_dir / 'log.txt'}")
             log(f"[{done}/{len(pending)}] {run.name}: {outcome} ({seconds:.1f} s)")
-            failed += status != 0
+            failed += status not in (0, EXIT_DIVERGED)
+            diverged += status == EXIT_DIVERGED
+    if diverged:
+        log(f"{diverged} of {len(pending)} runs diverged (their loss or gradient became NaN or infinite)")
     return failed
 
 
@@ -195,11 +256,12 @@ def main(arguments, parser):
         parser.error(f"--jobs={arguments.jobs} must be at least 1")
     try:
         runs = load_sweeps(arguments.sweep_files)
+        if arguments.dry_run:
+            check_runs(runs, environment=False)
+            for run in runs:
+                if not run.finished():
+                    print(shlex.join(run.command))
+            return 0
+        return 1 if run_sweep(runs, arguments.jobs) else 0
     except SweepError as error:
         parser.error(str(error))  # exits with status 2
-    if arguments.dry_run:
-        for run in runs:
-            if not run.finished():
-                print(shlex.join(run.command))
-        return 0
-    return 1 if run_sweep(runs, arguments.jobs) else 0

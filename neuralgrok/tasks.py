@@ -285,6 +285,13 @@ def _take(inputs, labels, index):
     return Split(inputs[index], labels[index])
 
 
+def inner_outer_counts(total, inner_fraction, outer_fraction):
+    """``(inner, outer, test)`` sizes of :func:`inner_outer_test_split` for ``total`` examples: the
+    int-truncated shares, the test set the rest."""
+    n_inner, n_outer = int(inner_fraction * total), int(outer_fraction * total)
+    return n_inner, n_outer, total - n_inner - n_outer
+
+
 def inner_outer_test_split(operation, p, seed, inner_fraction=0.49, outer_fraction=0.01,
                            layout="neuralgrok", offset=0, nonzero_b=False):
     """NeuralGrok's bilevel split: all examples shuffled by ``seed``; the first
@@ -292,8 +299,8 @@ def inner_outer_test_split(operation, p, seed, inner_fraction=0.49, outer_fracti
     amplifier, the rest are the test set (truncated as the official code does: 4,562 / 93 / 4,657 of
     9,312 pairs). Returns ``(inner, outer, test)`` :class:`Split` s."""
     inputs, labels = all_examples(operation, p, layout, offset, nonzero_b)
-    n_inner, n_outer = int(inner_fraction * len(labels)), int(outer_fraction * len(labels))
-    if min(n_inner, n_outer, len(labels) - n_inner - n_outer) <= 0:
+    n_inner, n_outer, n_test = inner_outer_counts(len(labels), inner_fraction, outer_fraction)
+    if min(n_inner, n_outer, n_test) <= 0:
         raise ValueError(f"fractions inner={inner_fraction}, outer={outer_fraction} leave an empty split "
                          f"of the {len(labels)} examples of {operation} mod {p}")
     order = _permutation(len(labels), seed)

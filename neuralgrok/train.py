@@ -15,9 +15,10 @@ import csv
 import dataclasses
 import io
 import json
-import inspect
 import math
+import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,10 @@ from tqdm.auto import tqdm
 from .amplifier import NeuralAmplifier
 from .build import (EVAL_CHUNK, build_base_optimizer, build_data, build_model, build_problems, depends_on_mode,
                     eval_chunk)
-from .files import atomic_write, atomic_write_text, read_toml, remove_temporaries, to_toml
+from .checkpoints import (CheckpointError, load_error_text, load_weights, previous_path, read_checkpoint,
+                          write_checkpoint)
+from .files import (DirectoryInUseError, atomic_write, atomic_write_text, finite_or_none, locked_directory,
+                    read_toml, remove_temporaries, strict_json, to_toml)
 from . import measures as progress_measures
 from .grokfast import Grokfast
 from .metrics import age
@@ -39,7 +43,9 @@ from .normalize import Normalize
 from .optimizer import META_MODES, NeuralGrok
 from .models import accuracy, answer_loss, example_losses
 from .run_measures import MEASURES, MeasureInput, compute_measures, measure_problems, needs_all_pairs
+from .tasks import inner_outer_counts, number_of_examples, task_problems
 from .version import build_info
+from .wrapper import NonFiniteGradientError
 
 METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                   "grad_age", "step_grad_age", "weight_norm", "wall_time_s")
@@ -47,6 +53,23 @@ SNAPSHOTS = "snapshots"  # run-directory folder of the method's snapshot_state()
 CHECKPOINT = "checkpoint.pt"
 TEST_ACCURACY_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 MEMORISATION_ACCURACY = 0.99
+PATH_FIELDS = ("amplifier_path", "weights_path")  # stored in config.toml relative to the run directory
+MAX_THREADS = 1024  # torch.set_num_threads(100_000) never returns
+MAX_SEED = 2 ** 32 - 1  # NumPy's seeds
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+# A run directory's files, in the order an overwrite deletes them: summary.json (the mark of a finished
+# run) first, config.toml last, so a kill during the deletion never leaves what looks like a finished run.
+RUN_FILES = ("summary.json", "metrics.csv", CHECKPOINT, previous_path(CHECKPOINT).name, "amplifier.pt", SNAPSHOTS,
+             "analysis.csv", "config.toml")
+DIVERGED = "diverged"  # summary.json's stop_reason of a run whose loss or gradient became NaN or infinite
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names each field at fault, its value and what is allowed."""
+
+
+class RunDirectoryError(ValueError):
+    """An output directory a run must not write into as asked (it holds another run)."""
 
 
 def option(default, help):
@@ -150,45 +173,10 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)
         if self.batch_size is None:
             self.batch_size = 0
-        problems = build_problems(self, uses_outer_split(self))
-        if self.method not in METHODS:
-            problems.append(f"method={self.method!r} is not one of {sorted(METHODS)}")
-        for name in ("width", "depth", "heads", "ma_window", "meta_every", "early_stop_evals"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("steps", "batch_size", "warmup_steps", "threads", "checkpoint_every", "eval_every",
-                     "snapshot_every"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name}={getattr(self, name)} must not be negative")
-        if self.width % max(self.heads, 1):
-            problems.append(f"width={self.width} must be divisible by heads={self.heads}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            problems.append(f"betas={self.betas} must be two numbers in [0, 1)")
-        if not self.lr > 0:
-            problems.append(f"lr={self.lr} must be positive")
-        if not problems:  # which measures apply depends on a valid task and model
-            problems += measure_problems(self.measure_names(), self)
         self.amplifier_hidden = tuple(int(h) for h in self.amplifier_hidden)
-        if not self.amplifier_hidden or min(self.amplifier_hidden) < 1:
-            problems.append(f"amplifier_hidden={self.amplifier_hidden} must be one or more positive widths")
-        if self.meta_mode not in META_MODES:
-            problems.append(f"meta_mode={self.meta_mode!r} is not one of {list(META_MODES)}")
-        if not (self.meta_lr > 0 and self.amplifier_rescale > 0 and self.clip_grad_norm >= 0):
-            problems.append("meta_lr and amplifier_rescale must be positive and clip_grad_norm not negative")
-        if not (self.meta_weight_decay >= 0 and self.virtual_lr >= 0):
-            problems.append(f"meta_weight_decay={self.meta_weight_decay} and virtual_lr={self.virtual_lr} must not "
-                            f"be negative")
-        if not 0.0 <= self.early_stop_accuracy <= 1.0:
-            problems.append(f"early_stop_accuracy={self.early_stop_accuracy} must be in [0, 1] (0 = off)")
-        if not 0.0 < self.outer_fraction < self.train_fraction:
-            problems.append(f"outer_fraction={self.outer_fraction} must be in (0, train_fraction={self.train_fraction})")
-        if self.amplifier_path and self.method != "neuralgrok":
-            problems.append(f"amplifier_path is for method='neuralgrok' (got {self.method!r}; neuralgrok-frozen "
-                            f"keeps the amplifier at its initialisation)")
-        if self.amplifier_path and not Path(self.amplifier_path).is_file():
-            problems.append(f"amplifier_path={self.amplifier_path!r} is not a file")
+        problems = config_problems(self)
         if problems:
-            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+            raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
 
     def measure_names(self):
         return [name.strip() for name in self.measures.split(",") if name.strip()]
@@ -219,7 +207,7 @@ class TrainConfig:
             except TypeError:
                 problems.append(f"{name} = {values[name]!r} is not {_type_name(defaults[name])}")
         if problems:
-            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+            raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
         return typed
 
     @classmethod
@@ -228,8 +216,193 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path):
-        """Read a ``config.toml`` written by :func:`train` (or by hand)."""
-        return cls.from_dict(read_toml(path))
+        """Read a ``config.toml`` written by :func:`train` (or by hand); its relative paths
+        (``amplifier_path``, ``weights_path``) are relative to the file's directory."""
+        return cls.from_dict(resolve_paths(read_toml(path), Path(path).parent))
+
+
+def resolve_paths(values, base_dir):
+    """``values`` (a TOML file's) with the relative paths of :data:`PATH_FIELDS` joined to ``base_dir``,
+    the file's directory: a run directory's ``config.toml`` names files relative to itself, so a moved
+    run (its files moved along) still finds them."""
+    resolved = dict(values)
+    for name in PATH_FIELDS:
+        value = resolved.get(name)
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            resolved[name] = os.path.normpath(os.path.join(base_dir, value))
+    return resolved
+
+
+def stored_config(config, out_dir):
+    """``config`` as ``config.toml`` in ``out_dir`` holds it: a dict, the paths of :data:`PATH_FIELDS`
+    relative to ``out_dir`` (see :func:`resolve_paths`)."""
+    values = config.to_dict()
+    for name in PATH_FIELDS:
+        if values[name]:
+            values[name] = os.path.relpath(os.path.abspath(values[name]), os.path.abspath(out_dir))
+    return values
+
+
+def run_config(out_dir):
+    """The config of the run in ``out_dir``, from its ``config.toml``: a field the file lacks takes the
+    value runs had before it existed (:meth:`TrainConfig.defaults`), its relative paths are relative
+    to ``out_dir``. Raises ConfigError (or OSError, a TOML ValueError) for a file that does not make one."""
+    written = resolve_paths(read_toml(Path(out_dir) / "config.toml"), out_dir)
+    return TrainConfig.from_dict({**TrainConfig.defaults(), **written})
+
+
+def same_config(a, b, out_dir):
+    """Whether configs ``a`` and ``b`` are one run's in ``out_dir``: equal fields, their paths naming the
+    same files (compared as stored there, relative to ``out_dir``)."""
+    return stored_config(a, out_dir) == stored_config(b, out_dir)
+
+
+def config_problems(config, environment=False):
+    """Every problem of ``config``, as messages naming the field, its value and what is allowed (empty
+    if none). Without ``environment`` the config alone is checked (what :class:`TrainConfig` checks
+    when built); with it also what this machine must provide: the device, and the files the config
+    names, which must exist and load (an amplifier of the config's hidden sizes)."""
+    problems = _number_problems(config)
+    problems += build_problems(config, uses_outer_split(config))
+    if config.method not in METHODS:
+        problems.append(f"method={config.method!r} is not one of {sorted(METHODS)}")
+    for name in ("width", "depth", "heads", "ma_window", "meta_every", "early_stop_evals"):
+        if getattr(config, name) < 1:
+            problems.append(f"{name}={getattr(config, name)} must be at least 1")
+    for name in ("steps", "batch_size", "warmup_steps", "checkpoint_every", "eval_every", "snapshot_every"):
+        if getattr(config, name) < 0:
+            problems.append(f"{name}={getattr(config, name)} must not be negative")
+    if config.width % max(config.heads, 1):
+        problems.append(f"width={config.width} must be divisible by heads={config.heads}")
+    if len(config.betas) != 2 or not all(0.0 <= b < 1.0 for b in config.betas):
+        problems.append(f"betas={config.betas} must be two numbers in [0, 1)")
+    if not config.lr > 0:
+        problems.append(f"lr={config.lr} must be positive")
+    if not problems:  # which measures apply depends on a valid task and model
+        problems += measure_problems(config.measure_names(), config)
+    if not config.amplifier_hidden or min(config.amplifier_hidden) < 1:
+        problems.append(f"amplifier_hidden={config.amplifier_hidden} must be one or more positive widths")
+    if config.meta_mode not in META_MODES:
+        problems.append(f"meta_mode={config.meta_mode!r} is not one of {list(META_MODES)}")
+    if not config.meta_lr > 0:
+        problems.append(f"meta_lr={config.meta_lr} must be positive")
+    if not config.amplifier_rescale > 0:
+        problems.append(f"amplifier_rescale={config.amplifier_rescale} must be positive")
+    if not config.clip_grad_norm >= 0:
+        problems.append(f"clip_grad_norm={config.clip_grad_norm} must not be negative (0 = off)")
+    for name in ("meta_weight_decay", "virtual_lr"):
+        if not getattr(config, name) >= 0:
+            problems.append(f"{name}={getattr(config, name)} must not be negative")
+    if not 0.0 <= config.ema_alpha <= 1.0:
+        problems.append(f"ema_alpha={config.ema_alpha} must be in [0, 1]")
+    if not 0.0 <= config.early_stop_accuracy <= 1.0:
+        problems.append(f"early_stop_accuracy={config.early_stop_accuracy} must be in [0, 1] (0 = off)")
+    if not 0.0 < config.outer_fraction < config.train_fraction:
+        problems.append(f"outer_fraction={config.outer_fraction} must be in (0, train_fraction="
+                        f"{config.train_fraction})")
+    else:
+        problems += _outer_split_problems(config)
+    if config.amplifier_path and config.method != "neuralgrok":
+        problems.append(f"amplifier_path is for method='neuralgrok' (got {config.method!r}; neuralgrok-frozen "
+                        f"keeps the amplifier at its initialisation)")
+    problems += _device_problems(config.device, environment)
+    if environment:
+        problems += _file_problems(config)
+    return problems
+
+
+def validate_config(config):
+    """Raise :class:`ConfigError` listing every problem of ``config`` (:func:`config_problems` with the
+    environment: the device and the files too); what :func:`train` runs before it writes anything."""
+    problems = config_problems(config, environment=True)
+    if problems:
+        raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
+
+
+def _number_problems(config):
+    """Non-finite numbers (NaN or infinite: a NaN loss from the first step), seeds and thread counts."""
+    problems = []
+    for config_field in dataclasses.fields(config):
+        value = getattr(config, config_field.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            problems.append(f"{config_field.name}={value} must be a finite number")
+    if not 0 <= config.seed <= MAX_SEED:
+        problems.append(f"seed={config.seed} must be in 0..{MAX_SEED} (2^32 - 1)")
+    if not 0 <= config.threads <= MAX_THREADS:
+        problems.append(f"threads={config.threads} must be in 0..{MAX_THREADS} (0 = torch's default)")
+    return problems
+
+
+def _outer_split_problems(config):
+    """An inner, outer or test split that NeuralGrok's int-truncated fractions leave empty."""
+    if not uses_outer_split(config) or config.split != "random" or task_problems(
+            config.task, config.p, config.train_fraction, config.layout, config.operand_offset, config.nonzero_b):
+        return []  # no outer split, or the task's own problems are reported
+    total = number_of_examples(config.task, config.p, config.nonzero_b)
+    counts = inner_outer_counts(total, config.train_fraction - config.outer_fraction, config.outer_fraction)
+    empty = [name for name, count in zip(("inner (training)", "outer", "test"), counts) if count <= 0]
+    if not empty:
+        return []
+    return [f"outer_fraction={config.outer_fraction} with train_fraction={config.train_fraction} leaves the "
+            f"{' and '.join(empty)} split empty (int-truncated shares of the {total} examples: inner "
+            f"{counts[0]}, outer {counts[1]}, test {counts[2]}); each needs at least one example"]
+
+
+def _device_problems(name, available):
+    """``device`` must parse as a torch device the runner supports; with ``available`` it must also be
+    present on this machine."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        return [f"device={name!r} is not a torch device; use one of cpu, cuda, cuda:N, mps"]
+    if device.type not in DEVICE_TYPES:
+        return [f"device={name!r}: the runner runs on {', '.join(DEVICE_TYPES)}"]
+    if not available or device.type == "cpu":
+        return []
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return [f"device={name!r} is not available: this torch ({torch.__version__}) sees no CUDA device; "
+                    f"use device='cpu'"]
+        if device.index is not None and device.index >= count:
+            return [f"device={name!r} is not available: this machine has {count} CUDA device(s), "
+                    f"cuda:0..cuda:{count - 1}"]
+        return []
+    backend = getattr(torch.backends, "mps", None)
+    if backend is None or not backend.is_available():
+        return [f"device={name!r} is not available on this machine (no Apple GPU); use device='cpu'"]
+    return []
+
+
+def _file_problems(config):
+    """The files the config names must exist and load; an amplifier must have the config's hidden sizes."""
+    problems = []
+    for name in PATH_FIELDS:
+        path = getattr(config, name)
+        if not path:
+            continue
+        if not Path(path).is_file():
+            problems.append(f"{name}={path!r} is not a file")
+            continue
+        try:
+            state = load_weights(path)
+        except Exception as error:  # pickle, zip and torch errors alike: the file is not a weights file
+            problems.append(f"{name}={path!r} cannot be loaded as a state dict of tensors: {load_error_text(error)}")
+            continue
+        if not isinstance(state, dict):
+            problems.append(f"{name}={path!r} holds a {type(state).__name__}, not a state dict")
+        elif name == "amplifier_path":
+            try:
+                hidden = NeuralAmplifier.hidden_sizes_of(state)
+            except ValueError as error:
+                problems.append(f"amplifier_path={path!r}: {error}")
+                continue
+            if hidden != config.amplifier_hidden:
+                problems.append(f"amplifier_path={path!r} holds an amplifier of hidden sizes {list(hidden)}, but "
+                                f"amplifier_hidden={list(config.amplifier_hidden)}; set amplifier_hidden to "
+                                f"{list(hidden)} (--amplifier-hidden {' '.join(map(str, hidden))})")
+    return problems
 
 
 # Fields added with a default other than what runs did before they existed (see TrainConfig.defaults):
@@ -281,7 +454,7 @@ def _build_neuralgrok(train_amplifier):
     def build(base_optimizer, model, config, outer):
         amplifier = NeuralAmplifier(config.amplifier_hidden, rescale=config.amplifier_rescale).to(config.device)
         if config.amplifier_path:
-            amplifier.load_state_dict(torch.load(config.amplifier_path, map_location=config.device))
+            amplifier.load_state_dict(load_weights(config.amplifier_path))
         trains = train_amplifier and outer is not None
         return NeuralGrok(base_optimizer, amplifier, meta_every=config.meta_every, meta=config.meta_mode,
                           meta_lr=config.meta_lr, meta_weight_decay=config.meta_weight_decay,
@@ -399,23 +572,34 @@ def first_step(history, column, threshold):
     return next((row["step"] for row in history if row[column] >= threshold), None)
 
 
-def summarize(config, history, wall_time_s):
+def summarize(config, history, wall_time_s, diverged=None):
     """Steps to each (whole) test-accuracy threshold, memorisation step, final metrics including
-    the test parts' (None = not reached, or a part without examples), the steps run and why the run
-    ended (``stop_reason``: ``"steps"``, its budget, or ``"early_stop"``, see :func:`held_accuracy`)."""
+    the test parts' (None = not reached, or not a finite number: a part without examples, a diverged
+    run's NaN), the steps run and why the run ended (``stop_reason``: ``"steps"``, its budget,
+    ``"early_stop"``, see :func:`held_accuracy`, or ``"diverged"``: then ``diverged_at_step`` and
+    ``diverged_because`` say where and why, see ``diverged``, a :class:`Divergence`)."""
     final = history[-1]
-    summary = {"method": config.method, "steps": config.steps, "steps_done": final["step"],
-               "stop_reason": "early_stop" if final["step"] < config.steps else "steps",
+    reason = DIVERGED if diverged else "early_stop" if final["step"] < config.steps else "steps"
+    summary = {"method": config.method, "steps": config.steps, "steps_done": final["step"], "stop_reason": reason,
                "memorisation_step": first_step(history, "train_accuracy", MEMORISATION_ACCURACY)}
+    if diverged:
+        summary.update(diverged_at_step=diverged.step, diverged_because=diverged.because)
     for threshold in TEST_ACCURACY_THRESHOLDS:
         summary[f"steps_to_test_{round(threshold * 100)}"] = first_step(history, "test_accuracy", threshold)
     for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         summary[f"final_{column}"] = final[column]
     for column in final:
         if column.startswith("test_") and column not in METRIC_COLUMNS:  # test parts: test_held_accuracy, ...
-            summary[f"final_{column}"] = None if math.isnan(final[column]) else final[column]
+            summary[f"final_{column}"] = final[column]
     summary["wall_time_s"] = wall_time_s
-    return summary
+    return finite_or_none(summary)
+
+
+@dataclass
+class Divergence:
+    """Where and why a run diverged: the step whose loss or gradient was NaN or infinite."""
+    step: int
+    because: str
 
 
 def held_accuracy(config, history):
@@ -465,80 +649,166 @@ def read_metrics(path):
                 for row in csv.DictReader(f)]
 
 
-def train(config, out_dir=None, progress=True, resume=False):
+def train(config, out_dir=None, progress=True, resume=False, overwrite=False):
     """Train one model as ``config`` says; log every ``eval_every`` steps and at the end.
 
     Each logged row describes the weights after ``step`` updates: train/test loss and accuracy
     (whole splits), the AGE of the raw (untransformed) gradient of the training batch there,
-    the weight norm, the wall time so far, a hold-out's test parts (:func:`part_columns`) and the
-    ``--measures``. The summary (:func:`summarize`) adds ``peak_rss_mib`` (:func:`peak_rss_mib`)
-    and ``build`` (:func:`neuralgrok.version.build_info`). With ``out_dir``, ``config.toml`` is written first,
-    ``checkpoint.pt`` and ``metrics.csv`` every ``checkpoint_every`` steps, ``metrics.csv`` and
-    ``summary.json`` at the end, each atomically. With ``resume``, training continues from
-    ``out_dir``'s checkpoint (if it has one), with the same metrics as an uninterrupted run.
+    the weight norm (:func:`neuralgrok.measures.weight_norm`), the wall time so far, a hold-out's
+    test parts (:func:`part_columns`) and the ``--measures``. The summary (:func:`summarize`) adds
+    ``peak_rss_mib`` (:func:`peak_rss_mib`) and ``build`` (:func:`neuralgrok.version.build_info`).
+
+    The config is checked first (:func:`validate_config`: :class:`ConfigError`), before anything is
+    written. With ``out_dir``: the directory is locked for this process (a second writer gets
+    :class:`neuralgrok.files.DirectoryInUseError`); a directory that holds another run is refused
+    (:class:`RunDirectoryError`) unless ``overwrite``, which deletes that run's files first;
+    ``config.toml`` is written, ``checkpoint.pt`` (with its checksum, the one before kept as
+    ``checkpoint.prev.pt``) and ``metrics.csv`` every ``checkpoint_every`` steps, then at the end
+    ``metrics.csv``, a NeuralGrok run's ``amplifier.pt`` and, last, ``summary.json`` (strict JSON:
+    its presence marks a finished run), each atomically. With ``resume``, training continues from
+    ``out_dir``'s checkpoint (if it has one), with the same metrics as an uninterrupted run; a damaged
+    checkpoint raises :class:`neuralgrok.checkpoints.CheckpointError` saying what to do.
+
+    A loss or gradient that becomes NaN or infinite ends the run: its summary says
+    ``stop_reason = "diverged"`` (:func:`summarize`).
     """
-    if out_dir is not None:
-        out_dir = Path(out_dir)
+    validate_config(config)
+    if out_dir is None:
+        with cpu_threads(config.threads):
+            return _train(config, None, progress, resume)
+    out_dir = Path(out_dir)
+    with locked_directory(out_dir), cpu_threads(config.threads):
+        _claim_run_directory(out_dir, config, resume, overwrite)
         remove_temporaries(out_dir)  # left by a killed run; this run is the directory's only writer
-        atomic_write_text(out_dir / "config.toml", to_toml(config.to_dict()))
-    with cpu_threads(config.threads):
-        model, optimizer, history, wall_time_s = _optimise(config, progress, out_dir, resume)
-    summary = summarize(config, history, wall_time_s)
+        atomic_write_text(out_dir / "config.toml", to_toml(stored_config(config, out_dir)))
+        return _train(config, out_dir, progress, resume)
+
+
+def _train(config, out_dir, progress, resume):
+    model, optimizer, history, wall_time_s, diverged = _optimise(config, progress, out_dir, resume)
+    summary = summarize(config, history, wall_time_s, diverged)
     summary.update(peak_rss_mib=peak_rss_mib(), build=build_info())
     if out_dir is not None:
         atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         if isinstance(optimizer, NeuralGrok):  # for transfer: --amplifier-path runs/NAME/amplifier.pt
             with atomic_write(out_dir / "amplifier.pt", "wb") as f:
                 torch.save(optimizer.amplifier.state_dict(), f)
+        atomic_write_text(out_dir / "summary.json", strict_json(summary))  # last: the run is finished
     return RunResult(config, history, summary, model, optimizer, out_dir)
+
+
+def run_files(out_dir):
+    """The names of :data:`RUN_FILES` present in ``out_dir``, in that order."""
+    return [name for name in RUN_FILES if (Path(out_dir) / name).exists()]
+
+
+def _claim_run_directory(out_dir, config, resume, overwrite):
+    """Refuse a directory that holds another run (unless ``overwrite``: delete its files, summary.json first)."""
+    present = run_files(out_dir)
+    if resume or not present:
+        return
+    if overwrite:
+        for name in present:
+            path = out_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return
+    hint = ""
+    if "summary.json" not in present and "config.toml" in present:
+        with contextlib.suppress(Exception):  # an unreadable config.toml is simply another run
+            if same_config(run_config(out_dir), config, out_dir):
+                hint = f", or --resume {out_dir} to continue it (the same config, unfinished)"
+    state = "a finished run" if "summary.json" in present else "another run"
+    raise RunDirectoryError(f"{out_dir} holds {state} ({', '.join(present)}); pass --overwrite (overwrite=True) to "
+                            f"delete those files and start this run there, or choose another --out{hint}")
 
 
 def resume(out_dir, progress=True):
     """Continue the run in ``out_dir`` as its ``config.toml`` says (see :func:`train`; a field the file
-    lacks takes the value runs had before it existed, :meth:`TrainConfig.defaults`)."""
-    written = read_toml(Path(out_dir) / "config.toml")
-    return train(TrainConfig.from_dict({**TrainConfig.defaults(), **written}), out_dir, progress, resume=True)
+    lacks takes the value runs had before it existed, :meth:`TrainConfig.defaults`; its relative paths
+    are relative to ``out_dir``)."""
+    return train(run_config(out_dir), out_dir, progress, resume=True)
 
 
 def rng_states():
-    """The global Python, NumPy and torch RNG states."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global Python, NumPy and torch RNG states (NumPy's as a tensor and numbers, so that a
+    weights-only load reads them)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
 def set_rng_states(states):
+    """Restore :func:`rng_states`."""
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    n = states["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(states["torch"])
+
+
+CHECKPOINT_KEYS = ("config", "step", "history", "rng", "wall_time_s")
 
 
 def save_checkpoint(path, config, step, parts, history, wall_time_s):
     """Write everything :func:`load_checkpoint` needs to go on at ``step``; ``parts`` maps names
-    to objects with ``state_dict()`` (model, optimizer, scheduler, batches)."""
+    to objects with ``state_dict()`` (model, optimizer, scheduler, batches). The file carries its
+    checksum and the one it replaces is kept (:func:`neuralgrok.checkpoints.write_checkpoint`)."""
+    path = Path(path)
     state = {name: part.state_dict() for name, part in parts.items()}
-    state.update(config=config.to_dict(), step=step, history=history, rng=rng_states(), wall_time_s=wall_time_s)
-    with atomic_write(path, "wb") as f:
-        torch.save(state, f)
+    state.update(config=stored_config(config, path.parent), step=step, history=history, rng=rng_states(),
+                 wall_time_s=wall_time_s)
+    write_checkpoint(path, state)
 
 
 def load_checkpoint(path, config, parts):
     """Load a :func:`save_checkpoint` file into ``parts`` and the global RNGs; return
-    ``(step, history, wall_time_s)``."""
-    state = _torch_load_trusted(path)
-    if TrainConfig.from_dict(state["config"]) != config:
-        raise ValueError(f"{path} was written by a run with another config than config.toml's")
+    ``(step, history, wall_time_s)``. A file that is damaged, truncated, of an older format or of
+    another config raises :class:`neuralgrok.checkpoints.CheckpointError` (one line)."""
+    path = Path(path)
+    state = read_checkpoint(path)
+    missing = [key for key in (*parts, *CHECKPOINT_KEYS) if key not in state]
+    if missing:
+        raise CheckpointError(path, f"lacks {missing}; it is not a checkpoint of this runner")
+    try:
+        same = same_config(TrainConfig.from_dict(resolve_paths(state["config"], path.parent)), config, path.parent)
+    except ValueError:
+        same = False
+    if not same:
+        raise CheckpointError(path, "was written by a run with another config than config.toml's")
     for name, part in parts.items():
-        part.load_state_dict(state[name])
+        try:
+            part.load_state_dict(state[name])
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise CheckpointError(path, f"its {name} state does not load: {error}") from None
     set_rng_states(state["rng"])
     return state["step"], state["history"], state["wall_time_s"]
 
 
-def _torch_load_trusted(path):
-    # A run's own checkpoint (RNG states, Python values): a full unpickle, where a torch that
-    # defaults to weights_only=True (2.6+) needs saying so; 1.13's weights-only loader cannot read floats.
-    if "weights_only" in inspect.signature(torch.load).parameters:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    return torch.load(path, map_location="cpu")
+def checkpoint_to_resume(out_dir):
+    """The checkpoint a resume of ``out_dir`` starts from: ``checkpoint.pt``, else the kept previous one
+    (``checkpoint.prev.pt``: a kill between the two renames, or a damaged newest one moved away); None
+    if neither exists."""
+    for path in (Path(out_dir) / CHECKPOINT, previous_path(Path(out_dir) / CHECKPOINT)):
+        if path.exists():
+            return path
+    return None
+
+
+def _checkpoint_choices(error, out_dir):
+    """``error`` (a :class:`CheckpointError` of ``out_dir``'s checkpoint) with what the user can do."""
+    choices = [f"start the run over with: neuralgrok run --config {out_dir / 'config.toml'} --out {out_dir} "
+               f"--overwrite"]
+    previous = previous_path(out_dir / CHECKPOINT)
+    if error.path != previous and previous.exists():
+        try:
+            step = read_checkpoint(previous)["step"]
+        except CheckpointError:
+            pass
+        else:
+            choices.insert(0, f"move {error.path.name} away and --resume again to go on from the previous "
+                              f"checkpoint {previous.name} (step {step}, intact)")
+    return CheckpointError(error.path, f"{error.problem}; to go on, " + "; or ".join(choices))
 
 
 @contextlib.contextmanager
@@ -602,11 +872,12 @@ class Evaluator:
 
 
 def _optimise(config, progress, out_dir=None, resume=False):
-    """The training loop; returns ``(model, optimizer, history, wall time in seconds)``."""
+    """The training loop; returns ``(model, optimizer, history, wall time in seconds, divergence)``
+    (divergence: a :class:`Divergence`, or None)."""
     seed_everything(config.seed)
     device = torch.device(config.device)
     with_outer = uses_outer_split(config)
-    data = build_data(config, with_outer).to(device)
+    data = build_data(config, with_outer, progress=progress).to(device)
     model = build_model(config, data.layout, data.sequence_length).to(device)
     base_optimizer = build_base_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     optimizer = METHODS[config.method](base_optimizer, model, config, data.outer if with_outer else None)
@@ -629,9 +900,13 @@ def _optimise(config, progress, out_dir=None, resume=False):
 
     parts = {"model": model, "optimizer": optimizer, "warmup": warmup, "batches": batches}
     checkpoint = out_dir / CHECKPOINT if out_dir is not None and config.checkpoint_every else None
-    first_step, history, wall_time_s = 0, [], 0.0
-    if resume and checkpoint is not None and checkpoint.exists():
-        first_step, history, wall_time_s = load_checkpoint(checkpoint, config, parts)
+    first_step, history, wall_time_s, diverged = 0, [], 0.0, None
+    start_from = checkpoint_to_resume(out_dir) if resume and checkpoint is not None else None
+    if start_from is not None:
+        try:
+            first_step, history, wall_time_s = load_checkpoint(start_from, config, parts)
+        except CheckpointError as error:
+            raise _checkpoint_choices(error, out_dir) from None
     start = time.perf_counter() - wall_time_s  # wall time counts the interrupted part too
     bar = tqdm(total=config.steps, initial=first_step, disable=not progress, desc=config.method, dynamic_ncols=True)
     try:
@@ -658,7 +933,7 @@ def _optimise(config, progress, out_dir=None, resume=False):
             last = step == config.steps
             if log_now:
                 evaluated, logits = evaluator(model)
-                norm = math.sqrt(progress_measures.weight_norm(model))  # the L2 norm, not its square
+                norm = progress_measures.weight_norm(model)  # the L2 norm, not its square
                 logged_measures = compute_measures(measure_names, MeasureInput(model, config, data, evaluator.inputs,
                                                                                logits))
                 last = last or held_accuracy(config, history + [evaluated])
@@ -671,9 +946,14 @@ def _optimise(config, progress, out_dir=None, resume=False):
             else:
                 if records_age:
                     optimizer.record_age, optimizer.recorded_age = log_now, None
-                optimizer.step(closure)
-                warmup.step()
-                bar.update()
+                try:
+                    optimizer.step(closure)
+                except NonFiniteGradientError as error:  # raised before anything was updated
+                    diverged = Divergence(step, str(error).split(";")[0])
+                    last = True
+                else:
+                    warmup.step()
+                    bar.update()
             if log_now:
                 # A plain optimizer steps on the raw gradient; a transform's last row has no step.
                 stepped_age = at_logged_weights["grad_age"] if not records_age else \
@@ -685,6 +965,10 @@ def _optimise(config, progress, out_dir=None, resume=False):
                 bar.set_postfix(train_acc=f"{row['train_accuracy']:.3f}", test_acc=f"{row['test_accuracy']:.3f}",
                                 train_loss=f"{row['train_loss']:.2e}", test_loss=f"{row['test_loss']:.2e}",
                                 refresh=False)
+                unfinite = [name for name in ("train_loss", "test_loss") if not math.isfinite(row[name])]
+                if unfinite and diverged is None:
+                    diverged = Divergence(step, f"{' and '.join(unfinite)} not finite (NaN or infinite) at step {step}")
+                    last = True
             if last:
                 break
             done = step + 1  # updates made so far
@@ -693,7 +977,7 @@ def _optimise(config, progress, out_dir=None, resume=False):
                 atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))  # to watch long runs
     finally:
         bar.close()
-    return model, optimizer, history, time.perf_counter() - start
+    return model, optimizer, history, time.perf_counter() - start, diverged
 
 
 def _cell(value, kind):
@@ -715,11 +999,13 @@ SUMMARY_TABLE_COLUMNS = (
 
 
 def summary_table(summaries):
-    """Runs' summaries as an aligned text table ("-" = threshold never reached)."""
+    """Runs' summaries as an aligned text table ("-" = threshold never reached; a diverged run's
+    final accuracy reads "diverged")."""
     rows = [[title for title, _, _ in SUMMARY_TABLE_COLUMNS]]
     for summary in summaries:
-        rows.append([summary[key] if kind is None else _cell(summary[key], kind)
-                     for _, key, kind in SUMMARY_TABLE_COLUMNS])
+        diverged = summary.get("stop_reason") == DIVERGED
+        rows.append([summary[key] if kind is None else DIVERGED if diverged and key == "final_test_accuracy"
+                     else _cell(summary[key], kind) for _, key, kind in SUMMARY_TABLE_COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]

@@ -5,9 +5,16 @@ Subclasses implement :meth:`GradientTransformOptimizer.transform_` (and may over
 extra work, as NeuralGrok does for its meta step). ``param_groups`` is the base optimizer's own
 list, so LR schedulers and ``add_param_group`` act on the base directly.
 """
+from typing import Any, Dict, List
+
 import torch
 
 NONFINITE_POLICIES = ("raise", "skip")
+
+
+class NonFiniteGradientError(RuntimeError):
+    """A NaN or Inf gradient (raw, transformed, or a meta-gradient) under ``nonfinite="raise"``;
+    nothing was updated (see :class:`GradientTransformOptimizer`)."""
 
 
 class GradientTransformOptimizer(torch.optim.Optimizer):
@@ -16,10 +23,13 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
     Args:
         base_optimizer: any ``torch.optim.Optimizer`` (Adam, AdamW, SGD, ...), already built on
             the model's parameters.
-        nonfinite: what a NaN/Inf gradient does. ``"raise"`` (default) raises a ``RuntimeError``
-            naming the parameter before anything is modified; ``"skip"`` leaves parameters and
-            all state untouched for this step (like ``torch.cuda.amp.GradScaler``) and counts it
-            in ``skipped_steps``.
+        nonfinite: what a NaN/Inf gradient does. ``"raise"`` (default) raises a
+            :class:`NonFiniteGradientError` (a ``RuntimeError``) naming the parameter before anything
+            is modified; ``"skip"`` leaves parameters and all state untouched for this step (like
+            ``torch.cuda.amp.GradScaler``) and counts it in ``skipped_steps``. The same policy covers
+            gradients that are finite but overflow in the transform: they never reach the base
+            optimizer or the weights (a method with a running state, Grokfast's filter, has taken
+            that step's finite raw gradient into it by then).
         param_names: optional ``{parameter: name}`` used in error messages (for example
             ``{p: n for n, p in model.named_parameters()}``); positions are used otherwise.
     """
@@ -81,7 +91,7 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
     def nonfinite_found(self, what, consequence="nothing was updated"):
         """Raise (policy ``"raise"``) or count a skipped step and return False (``"skip"``)."""
         if self.nonfinite == "raise":
-            raise RuntimeError(
+            raise NonFiniteGradientError(
                 f"{type(self).__name__}: {what} is not finite (NaN or Inf); {consequence}. "
                 "Pass nonfinite='skip' to skip such steps instead."
             )
@@ -92,13 +102,21 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         """Rewrite ``p.grad`` in place for every ``p`` in ``params`` (all have finite grads)."""
         raise NotImplementedError
 
-    def transform_and_record_(self, params):
-        """:meth:`transform_`, then keep the transformed gradients' AGE if ``record_age`` is set."""
+    def transform_and_record_(self, params) -> bool:
+        """:meth:`transform_`, then the ``nonfinite`` policy on the transformed gradients, then keep
+        their AGE if ``record_age`` is set. False: skip this step (the base optimizer must not step)."""
         self.transform_(params)
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).all()
+        if not bool(finite):  # one host sync; the name is looked up only on the rare failure
+            bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))
+            return self.nonfinite_found(f"the transformed gradient of {self.parameter_name(bad)} (finite before "
+                                        f"{type(self).__name__} transformed it)",
+                                        "the parameters and the base optimizer were not updated")
         if self.record_age:
             from .metrics import age  # the C++ op; imported here so this module stays op-free
 
             self.recorded_age = float(age([p.grad for p in params]))
+        return True
 
     def snapshot_state(self):
         """A small state worth saving now and then during a run (NeuralGrok: its amplifier), or None."""
@@ -115,8 +133,7 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         params = self.params_with_grad()
-        if params and self.gradients_are_finite(params):
-            self.transform_and_record_(params)
+        if params and self.gradients_are_finite(params) and self.transform_and_record_(params):
             self.base_optimizer.step()
         return loss
 
@@ -134,20 +151,86 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
     def load_extra_state_dict(self, state):
         self.skipped_steps = state["skipped_steps"]
 
+    def extra_state_problems(self, state) -> List[str]:
+        """What keeps ``state`` (an :meth:`extra_state_dict` of a saved wrapper) from loading into this
+        one, checked before anything is loaded; subclasses extend it as they extend the state."""
+        if not isinstance(state, dict):
+            return [f"'extra' is a {type(state).__name__}, not a dict"]
+        keys = set(self.extra_state_dict())
+        problems = []
+        if set(state) != keys:
+            problems.append(f"'extra' has keys {sorted(state)} where {type(self).__name__} has {sorted(keys)}; "
+                            "was it saved by another wrapper?")
+        elif not isinstance(state["skipped_steps"], int):
+            problems.append(f"'extra'['skipped_steps'] is {state['skipped_steps']!r}, not an int")
+        return problems
+
+    def param_state_problems(self, index: int, param: torch.Tensor, state: Dict[Any, Any],
+                             extra: Dict[str, Any]) -> List[str]:
+        """What is wrong with the saved per-parameter ``state`` of the ``index``-th parameter (in
+        ``param_groups`` order), saved with the extra state ``extra``; checked before anything is
+        loaded. Subclasses with such state override it."""
+        return [] if not state else [f"parameter {index} has state {sorted(state)}; {type(self).__name__} keeps none"]
+
     def state_dict(self):
         """Base optimizer state, this wrapper's per-parameter state, and its extra state."""
         own = super().state_dict()
         return {"base": self.base_optimizer.state_dict(), "state": own["state"],
                 "param_groups": own["param_groups"], "extra": self.extra_state_dict()}
 
-    def load_state_dict(self, state_dict):
+    def state_dict_problems(self, state_dict) -> List[str]:
+        """Everything that keeps ``state_dict`` from loading into this wrapper (empty: it loads)."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict):
+            return [f"the state is a {type(state_dict).__name__}, not a dict"]
         missing = {"base", "state", "param_groups", "extra"} - set(state_dict)
         if missing:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {sorted(missing)}; "
-                             "was this saved by the same wrapper?")
+            return [f"missing keys {sorted(missing)}; was this saved by {name}, or by a bare optimizer?"]
+        problems = []
+        base = state_dict["base"]
+        if not isinstance(base, dict) or {"state", "param_groups"} - set(base):
+            problems.append("'base' is not an optimizer state dict (it needs 'state' and 'param_groups')")
+        else:
+            problems += param_group_problems("'base'", base["param_groups"], self.base_optimizer.param_groups)
+        problems += param_group_problems("the wrapper's", state_dict["param_groups"], self.param_groups)
+        problems += self.extra_state_problems(state_dict["extra"])
+        own = state_dict["state"]
+        if not isinstance(own, dict):
+            problems.append(f"'state' is a {type(own).__name__}, not a dict")
+        elif not problems:  # the groups match, so saved ids map onto the parameters in order
+            params = [p for group in self.param_groups for p in group["params"]]
+            for key, param_state in own.items():
+                if not isinstance(key, int) or not 0 <= key < len(params):
+                    problems.append(f"'state' has an entry for parameter {key!r} of {len(params)}")
+                elif not isinstance(param_state, dict):
+                    problems.append(f"'state'[{key}] is a {type(param_state).__name__}, not a dict")
+                else:
+                    problems += self.param_state_problems(key, params[key], param_state, state_dict["extra"])
+        return problems
+
+    def load_state_dict(self, state_dict):
+        """Load a :meth:`state_dict`: the whole state is checked first, so a state of another wrapper,
+        mode or model raises a ``ValueError`` saying what differs and leaves this wrapper and its base
+        optimizer as they were."""
+        problems = self.state_dict_problems(state_dict)
+        if problems:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems) +
+                             "; nothing was loaded")
         self.base_optimizer.load_state_dict(state_dict["base"])
         super().load_state_dict({"state": state_dict["state"], "param_groups": state_dict["param_groups"]})
         self.load_extra_state_dict(state_dict["extra"])
 
     def __repr__(self):
         return f"{type(self).__name__}({self.base_optimizer!r})"
+
+
+def param_group_problems(what, saved_groups, groups) -> List[str]:
+    """Whether saved ``param_groups`` fit ``groups``: as many groups, as many parameters in each."""
+    if not isinstance(saved_groups, list) or not all(isinstance(g, dict) and "params" in g for g in saved_groups):
+        return [f"{what} param_groups are not a list of groups"]
+    saved = [len(group["params"]) for group in saved_groups]
+    current = [len(group["params"]) for group in groups]
+    if saved != current:
+        return [f"{what} param_groups hold {saved} parameters per group where this optimizer has {current} "
+                "(another model?)"]
+    return []

@@ -114,17 +114,18 @@ def small_net():
 
 def test_weight_norm_by_hand():
     net = small_net()
-    assert measures.weight_norm(net) == pytest.approx(19.26, rel=1e-6)
-    assert measures.weight_norm_per_parameter(net) == pytest.approx(
+    assert measures.squared_weight_norm(net) == pytest.approx(19.26, rel=1e-6)
+    assert measures.weight_norm(net) == pytest.approx(19.26 ** 0.5, rel=1e-6)  # metrics.csv's weight_norm
+    assert measures.squared_weight_norm_per_parameter(net) == pytest.approx(
         {"0.weight": 5.25, "0.bias": 10.0, "2.0.weight": 4.01}, rel=1e-6)
-    assert measures.weight_norm_per_module(net) == pytest.approx({"0": 15.25, "2.0": 4.01}, rel=1e-6)
-    assert measures.weight_norm_per_module(net, depth=1) == pytest.approx({"0": 15.25, "2": 4.01}, rel=1e-6)
+    assert measures.squared_weight_norm_per_module(net) == pytest.approx({"0": 15.25, "2.0": 4.01}, rel=1e-6)
+    assert measures.squared_weight_norm_per_module(net, depth=1) == pytest.approx({"0": 15.25, "2": 4.01}, rel=1e-6)
 
 
 def test_weight_norm_with_mixed_dtypes():
     net = small_net()
     net[0].double()  # mixed float32 / float64 parameters take the per-tensor path
-    assert measures.weight_norm(net) == pytest.approx(19.26, rel=1e-6)
+    assert measures.squared_weight_norm(net) == pytest.approx(19.26, rel=1e-6)
 
 
 def test_group_by_module_puts_root_parameters_under_empty_name():

@@ -13,7 +13,8 @@ from neuralgrok.build import build_data
 from neuralgrok.models import Transformer
 from neuralgrok.normalize import Normalize
 from neuralgrok.tasks import inner_outer_test_split, number_of_examples
-from neuralgrok.train import SNAPSHOTS, TrainConfig, _torch_load_trusted, train
+from neuralgrok.checkpoints import load_weights
+from neuralgrok.train import SNAPSHOTS, TrainConfig, train
 
 # The official Table 1 setup for a+b mod 97 (papers.md), at a dozen steps, with the model's width 32
 # instead of 128 so that the test's dense amplifier (every gradient entry through the (128, 128) MLP)
@@ -222,11 +223,11 @@ def test_snapshots_of_the_amplifier(tmp_path):
     result = train(config, tmp_path / "run", progress=False)
     files = sorted(p.name for p in (tmp_path / "run" / SNAPSHOTS).iterdir())
     assert files == ["step_0000000.pt", "step_0000008.pt", "step_0000016.pt", "step_0000020.pt"]
-    last = _torch_load_trusted(tmp_path / "run" / SNAPSHOTS / files[-1])
+    last = load_weights(tmp_path / "run" / SNAPSHOTS / files[-1])
     assert last["steps"] == 20 and last["meta_steps"] == 10
     for name, tensor in result.optimizer.amplifier.state_dict().items():
         assert torch.equal(last["amplifier"][name], tensor)
-    first = _torch_load_trusted(tmp_path / "run" / SNAPSHOTS / files[0])
+    first = load_weights(tmp_path / "run" / SNAPSHOTS / files[0])
     assert not torch.equal(first["amplifier"]["mlp.0.weight"], last["amplifier"]["mlp.0.weight"])
     frozen = train(TrainConfig(**dict(config.to_dict(), method="neuralgrok-frozen")), tmp_path / "frozen",
                    progress=False)

@@ -14,7 +14,8 @@ import pytest
 from neuralgrok import cli
 from neuralgrok.demo import DEMO_CONFIG
 from neuralgrok.files import read_toml, to_toml
-from neuralgrok.train import CHECKPOINT, METRIC_COLUMNS, TrainConfig, _torch_load_trusted, resume, train
+from neuralgrok.checkpoints import read_checkpoint
+from neuralgrok.train import CHECKPOINT, METRIC_COLUMNS, TrainConfig, resume, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Minibatches of 16 (about 4 per epoch) and checkpoints at odd steps, so a resume starts
@@ -50,7 +51,7 @@ def test_resumed_run_has_the_metrics_of_an_uninterrupted_one(tmp_path, method):
     interrupted.mkdir()
     for name in ("config.toml", CHECKPOINT):
         shutil.copy(tmp_path / "whole" / name, interrupted / name)
-    assert _torch_load_trusted(interrupted / CHECKPOINT)["step"] == 39
+    assert read_checkpoint(interrupted / CHECKPOINT)["step"] == 39
     resumed = resume(interrupted, progress=False)
     assert metric_rows(interrupted) == metric_rows(tmp_path / "whole")
     assert len(resumed.history) == len(whole.history) == 9
@@ -82,7 +83,7 @@ def assert_every_file_parses(run_dir, temporaries_allowed):
         elif path.suffix == ".csv":
             assert metric_rows(path.parent) and path.read_text().splitlines()[0] == ",".join(METRIC_COLUMNS)
         elif path.suffix == ".pt":
-            assert _torch_load_trusted(path)["step"] > 0
+            assert read_checkpoint(path)["step"] > 0
         else:
             assert path.name == "summary.json"
 

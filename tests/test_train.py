@@ -13,7 +13,7 @@ from neuralgrok.build import build_data
 from neuralgrok.models import EmbeddingMLP, NandaTransformer, evaluate
 from neuralgrok.tasks import all_examples, inner_outer_test_split
 from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, summarize, summary_table,
-                              train, TrainingBatches)
+                              train, TrainingBatches, validate_config)
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)
@@ -186,8 +186,9 @@ def test_neuralgrok_config_errors():
         TrainConfig(method="neuralgrok", meta_mode="slow")
     with pytest.raises(ValueError, match="outer_fraction"):
         TrainConfig(method="neuralgrok", outer_fraction=0.6, train_fraction=0.5)
-    with pytest.raises(ValueError, match="amplifier_path"):
-        TrainConfig(method="neuralgrok", amplifier_path="/nonexistent/amplifier.pt")
+    config = TrainConfig(method="neuralgrok", amplifier_path="/nonexistent/amplifier.pt")  # may exist where it runs
+    with pytest.raises(ValueError, match="amplifier_path='/nonexistent/amplifier.pt' is not a file"):
+        validate_config(config)  # the check before a run: the files too
 
 
 @pytest.mark.parametrize("bad, message", [
