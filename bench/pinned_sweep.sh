@@ -2,7 +2,7 @@
 # Run sweep files from a git worktree pinned at one commit, so that work in this checkout cannot change
 # a sweep that runs for hours (or across sessions); two runs at a time, one thread each, in the
 # background. Its runs/ live in the worktree and resume where they stopped when the same command is
-# given again. Export finished runs to this checkout's results/ with --export.
+# given again. Export the runs finished so far to this checkout's results/ with --export.
 #   bench/pinned_sweep.sh COMMIT configs/sweep-neuralgrok-table1.toml ...     # start or resume (background)
 #   bench/pinned_sweep.sh COMMIT --export configs/sweep-neuralgrok-table1.toml ...   # copy finished runs
 # Worktree: ../sweep-COMMIT beside this checkout; venv: ../venv-sweep-COMMIT (torch pinned as in the Makefile).
@@ -33,7 +33,9 @@ except ImportError:
     print(Path.cwd() / read_toml(sys.argv[1])["out"])
 else:
     print(Path(sweep_out(sys.argv[1])).resolve())' "$sweep")
-    "$venv/bin/python" -m neuralgrok.results export "$out" "results/$(basename "$out")"
+    # From the worktree, so that the pinned commit's neuralgrok (not this checkout's) does the export.
+    dest=$(pwd)/results/$(basename "$out")
+    (cd "$tree" && "$venv/bin/python" -m neuralgrok.results export --finished-only "$out" "$dest")
   done
   exit 0
 fi
