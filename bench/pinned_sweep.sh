@@ -18,6 +18,12 @@ if [ ! -x "$venv/bin/neuralgrok" ]; then
   "$venv/bin/pip" install -q torch==2.13.0 numpy tqdm matplotlib pandas pybind11 cmake ninja setuptools wheel
   (cd "$tree" && "$venv/bin/pip" install -q --no-build-isolation --no-deps -e .)
 fi
+# The extension must link the venv's torch only (a commit before 33fc64c could pick up a system libtorch,
+# e.g. Debian's libtorch-dev, beside it: two c10s, ops without autograd).
+if ldd "$tree"/neuralgrok/_C*.so | grep -E 'lib(c10|torch)[^ ]* => ' | grep -v "$venv" >&2; then
+  echo "$tree's extension links a torch library outside $venv (above); rebuild it from a fixed commit" >&2
+  exit 1
+fi
 if [ "$1" = "--export" ]; then
   shift
   for sweep in "$@"; do

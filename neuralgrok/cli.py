@@ -79,7 +79,7 @@ def add_config_arguments(parser, defaults=TrainConfig()):  # noqa: B008  (read, 
         parser.add_argument("--" + config_field.name.replace("_", "-"), **options)
 
 
-def refuse(parser, message):
+def refuse(parser: argparse.ArgumentParser, message: str) -> None:
     """Exit with status 2 and ``message`` as one line (``PROG: error: ...``): a run refused for what the
     arguments name (a value, a file, a directory), where argparse's usage text would bury it."""
     print(f"{parser.prog}: error: {message}", file=sys.stderr)
@@ -129,7 +129,7 @@ def resume_run(arguments, parser):
         refuse(parser, str(error))
 
 
-def run_outcome(summary):
+def run_outcome(summary: dict) -> int:
     """Print a run's table (and a diverged run's where and why); return the exit status."""
     print(summary_table([summary]), end="")
     if summary.get("stop_reason") == DIVERGED:

@@ -130,7 +130,7 @@ def _median_text(values, digits):
     return "-" if None in values else f"{statistics.median(values):.{digits}f}"
 
 
-def diverged(run):
+def diverged(run: Run) -> bool:
     """Whether ``run`` (a :class:`Run`) diverged."""
     return run.summary.get("stop_reason") == DIVERGED
 

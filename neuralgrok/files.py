@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 try:
     import fcntl
@@ -152,7 +152,7 @@ def read_toml(path):
         return tomllib.load(f)
 
 
-def finite_or_none(value):
+def finite_or_none(value: Any) -> Any:
     """``value`` with every NaN or infinite float (in nested dicts, lists and tuples) replaced by None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None

@@ -50,7 +50,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from .files import read_toml
 from .train import DIVERGED, TrainConfig, resolve_paths, run_config, run_files, same_config, validate_config
@@ -133,7 +133,7 @@ def _check_tables(sweep):
     return base, grid
 
 
-def sweep_out(path, sweep=None) -> Path:
+def sweep_out(path, sweep: Optional[dict] = None) -> Path:
     """The directory of a sweep file's runs: its ``out``, relative to the file's directory (``sweep``:
     the file's tables, if read already)."""
     sweep = read_toml(path) if sweep is None else sweep
@@ -175,7 +175,7 @@ def load_sweep(path):
     return runs
 
 
-def check_runs(runs, environment=True):
+def check_runs(runs: List[Run], environment: bool = True) -> List[Run]:
     """What :func:`run_sweep` checks before it launches anything: every run's directory is empty, or
     holds a run of the same config (one that was started and not finished is then resumed: its
     command becomes :meth:`Run.resume_command`); every unfinished run's config is valid on this

@@ -221,7 +221,7 @@ class TrainConfig:
         return cls.from_dict(resolve_paths(read_toml(path), Path(path).parent))
 
 
-def resolve_paths(values, base_dir):
+def resolve_paths(values: Dict[str, object], base_dir) -> Dict[str, object]:
     """``values`` (a TOML file's) with the relative paths of :data:`PATH_FIELDS` joined to ``base_dir``,
     the file's directory: a run directory's ``config.toml`` names files relative to itself, so a moved
     run (its files moved along) still finds them."""
@@ -233,7 +233,7 @@ def resolve_paths(values, base_dir):
     return resolved
 
 
-def stored_config(config, out_dir):
+def stored_config(config: "TrainConfig", out_dir) -> Dict[str, object]:
     """``config`` as ``config.toml`` in ``out_dir`` holds it: a dict, the paths of :data:`PATH_FIELDS`
     relative to ``out_dir`` (see :func:`resolve_paths`)."""
     values = config.to_dict()
@@ -243,7 +243,7 @@ def stored_config(config, out_dir):
     return values
 
 
-def run_config(out_dir):
+def run_config(out_dir) -> "TrainConfig":
     """The config of the run in ``out_dir``, from its ``config.toml``: a field the file lacks takes the
     value runs had before it existed (:meth:`TrainConfig.defaults`), its relative paths are relative
     to ``out_dir``. Raises ConfigError (or OSError, a TOML ValueError) for a file that does not make one."""
@@ -251,13 +251,13 @@ def run_config(out_dir):
     return TrainConfig.from_dict({**TrainConfig.defaults(), **written})
 
 
-def same_config(a, b, out_dir):
+def same_config(a: "TrainConfig", b: "TrainConfig", out_dir) -> bool:
     """Whether configs ``a`` and ``b`` are one run's in ``out_dir``: equal fields, their paths naming the
     same files (compared as stored there, relative to ``out_dir``)."""
     return stored_config(a, out_dir) == stored_config(b, out_dir)
 
 
-def config_problems(config, environment=False):
+def config_problems(config: "TrainConfig", environment: bool = False) -> List[str]:
     """Every problem of ``config``, as messages naming the field, its value and what is allowed (empty
     if none). Without ``environment`` the config alone is checked (what :class:`TrainConfig` checks
     when built); with it also what this machine must provide: the device, and the files the config
@@ -311,7 +311,7 @@ def config_problems(config, environment=False):
     return problems
 
 
-def validate_config(config):
+def validate_config(config: "TrainConfig") -> None:
     """Raise :class:`ConfigError` listing every problem of ``config`` (:func:`config_problems` with the
     environment: the device and the files too); what :func:`train` runs before it writes anything."""
     problems = config_problems(config, environment=True)
@@ -572,7 +572,8 @@ def first_step(history, column, threshold):
     return next((row["step"] for row in history if row[column] >= threshold), None)
 
 
-def summarize(config, history, wall_time_s, diverged=None):
+def summarize(config: "TrainConfig", history: List[Dict[str, float]], wall_time_s: float,
+              diverged: Optional["Divergence"] = None) -> Dict[str, object]:
     """Steps to each (whole) test-accuracy threshold, memorisation step, final metrics including
     the test parts' (None = not reached, or not a finite number: a part without examples, a diverged
     run's NaN), the steps run and why the run ended (``stop_reason``: ``"steps"``, its budget,
@@ -649,7 +650,8 @@ def read_metrics(path):
                 for row in csv.DictReader(f)]
 
 
-def train(config, out_dir=None, progress=True, resume=False, overwrite=False):
+def train(config: "TrainConfig", out_dir=None, progress: bool = True, resume: bool = False,
+          overwrite: bool = False) -> "RunResult":
     """Train one model as ``config`` says; log every ``eval_every`` steps and at the end.
 
     Each logged row describes the weights after ``step`` updates: train/test loss and accuracy
@@ -697,7 +699,7 @@ def _train(config, out_dir, progress, resume):
     return RunResult(config, history, summary, model, optimizer, out_dir)
 
 
-def run_files(out_dir):
+def run_files(out_dir) -> List[str]:
     """The names of :data:`RUN_FILES` present in ``out_dir``, in that order."""
     return [name for name in RUN_FILES if (Path(out_dir) / name).exists()]
 
@@ -722,14 +724,14 @@ def _claim_run_directory(out_dir, config, resume, overwrite):
                             f"delete those files and start this run there, or choose another --out{hint}")
 
 
-def resume(out_dir, progress=True):
+def resume(out_dir, progress: bool = True) -> "RunResult":
     """Continue the run in ``out_dir`` as its ``config.toml`` says (see :func:`train`; a field the file
     lacks takes the value runs had before it existed, :meth:`TrainConfig.defaults`; its relative paths
     are relative to ``out_dir``)."""
     return train(run_config(out_dir), out_dir, progress, resume=True)
 
 
-def rng_states():
+def rng_states() -> Dict[str, object]:
     """The global Python, NumPy and torch RNG states (NumPy's as a tensor and numbers, so that a
     weights-only load reads them)."""
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
@@ -738,7 +740,7 @@ def rng_states():
     return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
-def set_rng_states(states):
+def set_rng_states(states: Dict[str, object]) -> None:
     """Restore :func:`rng_states`."""
     random.setstate(states["python"])
     n = states["numpy"]
@@ -785,7 +787,7 @@ def load_checkpoint(path, config, parts):
     return state["step"], state["history"], state["wall_time_s"]
 
 
-def checkpoint_to_resume(out_dir):
+def checkpoint_to_resume(out_dir) -> Optional[Path]:
     """The checkpoint a resume of ``out_dir`` starts from: ``checkpoint.pt``, else the kept previous one
     (``checkpoint.prev.pt``: a kill between the two renames, or a damaged newest one moved away); None
     if neither exists."""

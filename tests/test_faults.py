@@ -406,3 +406,15 @@ def test_a_sweep_resumes_its_own_unfinished_run_and_refuses_another_configs(tmp_
     train(dataclasses.replace(runs[1].config, lr=0.1), runs[1].out_dir, progress=False)
     with pytest.raises(SweepError, match="seed=1: .* holds a finished run of another config"):
         check_runs(load_sweep(tmp_path / "s.toml"))
+
+
+def test_a_demo_into_an_earlier_demos_directory_is_refused_before_any_run(tmp_path):
+    from neuralgrok.demo import run_demo
+    run_demo(tmp_path, steps=2, progress=False, methods=("baseline", "grokfast-ema"))
+    (tmp_path / "grokfast-ema" / "summary.json").unlink()
+    before = snapshot(tmp_path)
+    with pytest.raises(RunDirectoryError, match="holds the runs of an earlier demo"):
+        run_demo(tmp_path, steps=3, progress=False, methods=("baseline", "grokfast-ema"))
+    assert snapshot(tmp_path) == before
+    results, _ = run_demo(tmp_path, steps=3, progress=False, methods=("baseline", "grokfast-ema"), overwrite=True)
+    assert [strict_json(tmp_path / m / "summary.json")["steps"] for m in ("baseline", "grokfast-ema")] == [3, 3]

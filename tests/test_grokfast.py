@@ -484,7 +484,7 @@ def test_loading_a_checkpoint_of_the_other_mode_is_a_clear_error():
     model = make_model()
     ema_opt = grokfast_adamw(model, "ema")
     train(model, ema_opt, 1)
-    with pytest.raises(ValueError, match="checkpoint is for mode='ema', this optimizer has mode='ma'"):
+    with pytest.raises(ValueError, match="state is for mode='ema', this optimizer has mode='ma'; nothing was loaded"):
         grokfast_adamw(make_model(), "ma").load_state_dict(copy.deepcopy(ema_opt.state_dict()))
 
 
