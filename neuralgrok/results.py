@@ -137,11 +137,11 @@ def amplifier_snapshots(run):
     """A NeuralGrok run's amplifier at each saved step (``--snapshot-every``): ``{step: NeuralAmplifier}``
     in step order, read from ``run.path/snapshots/`` (empty where the run saved none)."""
     from .amplifier import NeuralAmplifier
-    from .train import _torch_load_trusted
+    from .checkpoints import load_weights
 
     snapshots = {}
     for path in sorted((Path(run.path) / SNAPSHOTS).glob("step_*.pt")):
-        state = _torch_load_trusted(path)
+        state = load_weights(path)
         amplifier = NeuralAmplifier(tuple(run.config["amplifier_hidden"]), rescale=run.config["amplifier_rescale"])
         amplifier.load_state_dict(state["amplifier"])
         snapshots[int(path.stem.split("_")[1])] = amplifier

@@ -14,7 +14,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import random
@@ -34,7 +33,7 @@ from .build import (EVAL_CHUNK, build_base_optimizer, build_data, build_model, b
                     eval_chunk)
 from .checkpoints import (CheckpointError, load_error_text, load_weights, previous_path, read_checkpoint,
                           write_checkpoint)
-from .files import (DirectoryInUseError, atomic_write, atomic_write_text, finite_or_none, locked_directory,
+from .files import (atomic_write, atomic_write_text, finite_or_none, locked_directory,
                     read_toml, remove_temporaries, strict_json, to_toml)
 from . import measures as progress_measures
 from .grokfast import Grokfast

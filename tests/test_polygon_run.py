@@ -7,12 +7,13 @@ import shutil
 import pytest
 import torch
 
+from neuralgrok.checkpoints import read_checkpoint
 from neuralgrok.build import (IMAGE_DEFAULTS, TOKEN_DEFAULTS, build_base_optimizer, build_data, build_model,
                               depends_on_mode)
 from neuralgrok.models import evaluate
 from neuralgrok.polygons import NUM_CLASSES, polygon_split
 from neuralgrok.resnet import ResNet
-from neuralgrok.train import (CHECKPOINT, METRIC_COLUMNS, Evaluator, TrainConfig, _torch_load_trusted, resume,
+from neuralgrok.train import (CHECKPOINT, METRIC_COLUMNS, Evaluator, TrainConfig, resume,
                               seed_everything, train)
 
 # 16 px and 48 of the 14,641 images (12 train, 36 test), batches of 5: a ResNet-18 step is cheap,
@@ -39,7 +40,7 @@ def test_tiny_polygon_run_writes_metrics_summary_and_checkpoint(tiny_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_test_accuracy"] == result.history[-1]["test_accuracy"]
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    assert _torch_load_trusted(out / CHECKPOINT)["step"] == 7  # the runner's own reader (numpy RNG state inside)
+    assert read_checkpoint(out / CHECKPOINT)["step"] == 7  # the runner's own reader (numpy RNG state inside)
     assert TrainConfig.from_toml(out / "config.toml") == result.config
 
 
