@@ -85,10 +85,9 @@ def _register_fake_kernels():
         # The C++ checks of the Meta kernels are not reachable from here; the real kernel checks.
         ctx = get_ctx()
         new_size = getattr(ctx, "new_dynamic_size", None) or ctx.create_unbacked_symint
-        pieces = new_size()
-        breakpoints = weights[0].new_empty((pieces,), dtype=torch.float64)
-        return breakpoints, weights[0].new_empty((pieces + 1,), dtype=torch.float64), \
-            weights[0].new_empty((pieces + 1,), dtype=torch.float64)
+        breakpoints = new_size()  # K - 1 breakpoints, K slopes and intercepts
+        return tuple(weights[0].new_empty((n,), dtype=torch.float64) for n in (breakpoints, breakpoints + 1,
+                                                                               breakpoints + 1))
 
     register("neuralgrok::_relu_mlp_pieces", relu_mlp_pieces_fake)
 
