@@ -35,19 +35,24 @@ DEB_PACKAGES := g++ cmake ninja-build python3-dev python3-venv python3-pip pybin
 	deps-debian sync-debian-tree install-debian test-debian clean
 
 # Only a C++ compiler is needed from the system (Python's headers come with it; the rest from PyPI).
+# A .venv made by the older Makefile (on Debian's torch, seeing the system's packages) is replaced.
 deps:
 	@if ! command -v g++ > /dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++; \
 	  else echo "neuralgrok needs a C++17 compiler. Run as root: apt-get install -y g++"; exit 1; fi; \
 	fi
 	@test -n "$(TORCH_PIN)" || { echo "no torch==VERSION line in $(CONSTRAINTS)"; exit 1; }
+	@if grep -qs '^include-system-site-packages = true' $(VENV)/pyvenv.cfg; then \
+	  echo "$(VENV) sees the system's packages (an older Makefile made it on Debian's torch): making it anew"; \
+	  rm -rf $(VENV); \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BUILD_INPUTS) | $(PY)
-	$(PIP) install -q -c $(CONSTRAINTS) "$(TORCH_PIN)" $(BUILD_TOOLS)
-	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-compile -c $(CONSTRAINTS) "$(TORCH_PIN)" $(BUILD_TOOLS)
+	$(PIP) install -q --no-compile -c $(CONSTRAINTS) --no-build-isolation -e ".[$(EXTRAS)]"
 	@touch $@
 
 install: deps $(STAMP)
@@ -105,7 +110,7 @@ deps-debian:
 # (the install below is --no-index).
 $(DEB_VENV_STAMP):
 	/usr/bin/python3 -m venv --system-site-packages $(DEB_VENV)
-	$(DEB_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) setuptools packaging
+	$(DEB_VENV)/bin/python -m pip install -q --no-compile -c $(CONSTRAINTS) setuptools packaging
 	@touch $@
 
 # The tree, tracked and untracked files alike, less what .gitignore names; the copy's own build products

@@ -18,8 +18,8 @@ echo "built $(basename "$wheel") in $((SECONDS - start)) s:"
 .venv/bin/python -m zipfile -l "$wheel" | awk 'NR > 1 { print "  " $1 }'
 
 "$PYTHON" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install -q -c "$constraints" "$torch_pin"
-"$work/venv/bin/python" -m pip install -q -c "$constraints" "$wheel"
+"$work/venv/bin/python" -m pip install -q --no-compile -c "$constraints" "$torch_pin"
+"$work/venv/bin/python" -m pip install -q --no-compile -c "$constraints" "$wheel"
 echo "installed it with $torch_pin into a clean venv at $((SECONDS - start)) s"
 
 cp .ci/wheel_smoke.py "$work/"
