@@ -64,7 +64,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 demo: install
-	$(VENV)/bin/neuralgrok demo --out runs/demo
+	$(VENV)/bin/neuralgrok demo --out runs/demo --overwrite  # the demo is made anew each time
 
 # A wheel, installed into a clean venv and run from outside the tree (.ci/wheel_smoke.sh).
 wheel-smoke: install
