@@ -3,6 +3,8 @@
 needs (b >= 1, the int-truncated 49/1/50 split, per-epoch evaluation, the official warm-up, the
 early stop, the control methods, amplifier snapshots, the AGE of the stepped gradients)."""
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,9 @@ from neuralgrok.normalize import Normalize
 from neuralgrok.tasks import inner_outer_test_split, number_of_examples
 from neuralgrok.checkpoints import load_weights
 from neuralgrok.train import SNAPSHOTS, TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from official_loop import OfficialLoop  # noqa: E402
 
 # The official Table 1 setup for a+b mod 97 (papers.md), at a dozen steps, with the model's width 32
 # instead of 128 so that the test's dense amplifier (every gradient entry through the (128, 128) MLP)
@@ -42,49 +47,16 @@ def test_official_split_sizes():
 
 
 def _official_loop(steps):
-    """NeuralGrok's training loop as papers.md describes the official code, in plain PyTorch."""
+    """NeuralGrok's training loop in the official code's structure (bench/official_loop.py, the
+    comparison point of bench/paper_step.py), at the width of OFFICIAL."""
     torch.manual_seed(0)  # the runner draws the model, then the amplifier, from the seeded global RNG
     model = Transformer(97 + 2, 97, 4, width=WIDTH, depth=2, heads=4, block="official")
     mlp = NeuralAmplifier((128, 128)).mlp  # Linear(1, 128), ReLU, Linear(128, 128), ReLU, Linear(128, 1)
     inner, outer, _ = inner_outer_test_split("a+b", 97, 0, 0.49, 0.01, nonzero_b=True)
-    params = list(model.parameters())
-    optimizer = torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-3)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(k / 10, 1.0))  # k-th update: (k-1)/10
-    meta_optimizer = torch.optim.Adam(mlp.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=1e-3)
-
-    def amplified(grad):  # s = MLP(g); p = softmax(s) over the tensor; c * (p g) / ||p g||, c = 1
-        g = grad.reshape(-1)
-        weighted = torch.softmax(mlp(g.reshape(-1, 1)).reshape(-1), dim=0) * g
-        return (weighted / torch.linalg.vector_norm(weighted)).view_as(grad)
-
-    def loss_on(x, y, parameters=None):
-        logits = model(x) if parameters is None else torch.func.functional_call(model, parameters, (x,))
-        return nn.functional.cross_entropy(logits, y)
-
-    generator, order, position, outer_losses = torch.Generator().manual_seed(0), None, len(inner), []
-    for it in range(1, steps + 1):
-        if position >= len(inner):  # reshuffled every epoch, the last partial batch kept
-            order, position = torch.randperm(len(inner), generator=generator), 0
-        index = order[position:position + 512]
-        position += 512
-        x, y = inner.inputs[index], inner.labels[index]
-        grads = torch.autograd.grad(loss_on(x, y), params)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p.grad = amplified(g)
-        nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        warmup.step()
-        if it % 4 == 0:  # after the inner update: the gradient recomputed there, a constant
-            fresh = torch.autograd.grad(loss_on(x, y), params)
-            virtual = {name: p.detach() - 1e-3 * amplified(g)
-                       for (name, p), g in zip(model.named_parameters(), fresh)}
-            outer_loss = loss_on(outer.inputs, outer.labels, virtual)
-            meta_optimizer.zero_grad()
-            outer_loss.backward()
-            meta_optimizer.step()
-            outer_losses.append(outer_loss.item())
-    return model, mlp, outer_losses
+    loop = OfficialLoop(model, mlp, inner, outer)
+    for _ in range(steps):
+        loop.step()
+    return model, mlp, loop.outer_losses
 
 
 @pytest.mark.skipif(not hasattr(torch, "func"), reason="the loop uses torch.func.functional_call (torch 2.x)")

@@ -7,9 +7,10 @@
 //                     with S = ||x||_1 and 0 log 0 = 0 (no eps needed); H = 0 for an all-zero input.
 // per_tensor=True returns one value per tensor; otherwise one value over all entries of all
 // tensors (for normalized=True the L1 norm is then taken over everything, not per tensor).
-// The forward reads each entry in one pass (the normalised form adds a max pass first, to stay
-// exact for tiny inputs), streaming all tensors through a cache-sized buffer so that the logs are
-// taken by ATen's SIMD log, with float64 accumulation; see kChunk. Non-finite entries give a
+// The forward reads each entry once (the normalised form adds a max pass first, to stay exact for
+// tiny inputs), with float64 accumulation. float32 on a CPU with AVX2 and FMA, the common case, takes
+// its logs in the same pass (kernels/age_avx2.cpp); otherwise the entries stream through a
+// cache-sized buffer whose logs ATen's SIMD log takes (see kChunk). Non-finite entries give a
 // non-finite result; the op never raises on values.
 //
 // The device-generic implementation (age_generic, for CUDA and every other backend) computes the
@@ -24,9 +25,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "kernels/age_avx2.h"
 #include "ops/common.h"
 #include "ops/generic.h"
 
@@ -35,8 +38,9 @@ namespace {
 
 constexpr int64_t kGrainSize = 32768;
 
-// The entries of all tensors are streamed, in list order, through a scratch buffer of kChunk
-// entries (a few tensors per chunk, or a slice of a large one): one loop the compiler vectorises
+// The entries of all tensors are cut, in list order, into chunks of kChunk entries (a few tensors per
+// chunk, or a slice of a large one), the unit of work of a thread. The AVX2 kernels sum each chunk's
+// segments in one pass; otherwise a chunk streams through a scratch buffer: one loop the compiler vectorises
 // fills it, one ATen call takes all its logs (ATen's log is SIMD, dispatched at run time, where
 // std::log is scalar; one call per chunk rather than per tensor amortises its overhead over the
 // many small tensors of a model), and a multi-accumulator loop sums each tensor's part in float64.
@@ -127,6 +131,17 @@ std::pair<double, double> weighted_sum(const scalar_t* w, const scalar_t* log_l,
   return {l1[0], sum[0]};
 }
 
+// Whether float32 sums go through the AVX2 + FMA kernels (kernels/age_avx2.cpp): built in, and the
+// CPU runs both.
+bool use_avx2_kernels() {
+#if defined(NEURALGROK_AVX2_KERNELS)
+  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return available;
+#else
+  return false;
+#endif
+}
+
 template <typename scalar_t>
 std::vector<Reduction> reduce_tensors(at::TensorList tensors, bool normalized, double eps) {
   std::vector<Reduction> parts(tensors.size());
@@ -170,6 +185,23 @@ std::vector<Reduction> reduce_tensors(at::TensorList tensors, bool normalized, d
   std::vector<std::pair<double, double>> sums(segments.size());  // (l1, sum) of each segment
   const int64_t chunks = static_cast<int64_t>(chunk_starts.size()) - 1;
   at::parallel_for(0, chunks, kGrainSize / kChunk, [&](int64_t first, int64_t last) {
+#if defined(NEURALGROK_AVX2_KERNELS)
+    if (std::is_same_v<scalar_t, float> && use_avx2_kernels()) {
+      for (int64_t c = first; c < last; ++c) {
+        for (size_t s = chunk_starts[c]; s < chunk_starts[c + 1]; ++s) {
+          const Segment& seg = segments[s];
+          const float* x = reinterpret_cast<const float*>(contiguous[seg.tensor].data_ptr<scalar_t>()) + seg.begin;
+          if (normalized) {
+            avx2::normalized_sums(x, seg.length, static_cast<float>(parts[seg.tensor].scale), &sums[s].first,
+                                  &sums[s].second);
+          } else {
+            sums[s] = {0.0, avx2::sum_abs_log_abs(x, seg.length, static_cast<float>(eps))};
+          }
+        }
+      }
+      return;
+    }
+#endif
     const at::Tensor scratch = at::empty({2, kChunk}, contiguous[0].options());
     scalar_t* y = scratch.data_ptr<scalar_t>();
     scalar_t* l = y + kChunk;
