@@ -26,6 +26,7 @@
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -136,14 +137,43 @@ struct PiecewiseScores {
   }
 };
 
+// The piece of every entry, as table.piece_of (the upper bound in the breakpoints) gives it, in O(1)
+// an entry: a uniform grid of cells over the breakpoints' span knows the piece at each cell's left
+// edge, and a step or two either way from it ends where breakpoints[k - 1] <= g < breakpoints[k]
+// (which is exact whatever the rounding of the cell index). A binary search per entry mispredicts
+// most of its branches and was most of the op's time.
 template <typename scalar_t>
 at::Tensor pieces_of(const at::Tensor& flat_grad, const PiecewiseMlp& table) {
   const int64_t n = flat_grad.numel();
   at::Tensor piece = at::empty({n}, at::dtype(at::kInt));
   const scalar_t* g = flat_grad.data_ptr<scalar_t>();
   int32_t* k = piece.data_ptr<int32_t>();
+  const std::vector<double>& breaks = table.breakpoints;
+  const int64_t count = static_cast<int64_t>(breaks.size());
+  if (count == 0) {
+    std::fill(k, k + n, 0);
+    return piece;
+  }
+  const double lo = breaks.front();
+  const int64_t cells = 4 * count;
+  const double span = breaks.back() - lo;
+  const double per_unit = span > 0.0 ? static_cast<double>(cells) / span : 0.0;
+  std::vector<int32_t> first(cells + 1);  // the piece at each cell's left edge
+  for (int64_t c = 0; c <= cells; ++c) {
+    const double edge = per_unit > 0.0 ? lo + static_cast<double>(c) / per_unit : lo;
+    first[c] = static_cast<int32_t>(table.piece_of(edge));
+  }
   at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) k[i] = static_cast<int32_t>(table.piece_of(static_cast<double>(g[i])));
+    for (int64_t i = begin; i < end; ++i) {
+      const double v = static_cast<double>(g[i]);
+      const double position = (v - lo) * per_unit;
+      const int64_t c = position <= 0.0 ? 0 : position >= static_cast<double>(cells) ? cells
+                                                                                     : static_cast<int64_t>(position);
+      int64_t j = first[c];
+      while (j < count && breaks[j] <= v) ++j;
+      while (j > 0 && breaks[j - 1] > v) --j;
+      k[i] = static_cast<int32_t>(j);
+    }
   });
   return piece;
 }
@@ -160,22 +190,27 @@ struct Normalizer {
   double norm;
 };
 
+// Fills e_i = exp(s_i - max s) for one tensor's entries and returns its Normalizer, with each score
+// and each exp taken once (they are read again by the callers from e).
 template <typename scalar_t, typename Scores>
-Normalizer normalizer_of(const scalar_t* g, int64_t n, const Scores& score) {
+Normalizer exps_and_norm(const scalar_t* g, int64_t n, const Scores& score, double* e) {
   const double s_max = at::parallel_reduce(
       0, n, kGrainSize, -kInf,
       [&](int64_t begin, int64_t end, double m) {
-        for (int64_t i = begin; i < end; ++i) m = std::max(m, score(i));
+        for (int64_t i = begin; i < end; ++i) {
+          e[i] = score(i);
+          m = std::max(m, e[i]);
+        }
         return m;
       },
       [](double a, double b) { return std::max(a, b); });
-  const auto u = [&](int64_t i) { return std::exp(score(i) - s_max) * static_cast<double>(g[i]); };
   using SumAndMax = std::pair<double, double>;  // sum of u_i^2, max |u_i|
   const SumAndMax squares = at::parallel_reduce(
       0, n, kGrainSize, SumAndMax{0.0, 0.0},
       [&](int64_t begin, int64_t end, SumAndMax acc) {
         for (int64_t i = begin; i < end; ++i) {
-          const double v = u(i);
+          e[i] = std::exp(e[i] - s_max);
+          const double v = e[i] * static_cast<double>(g[i]);
           acc.first += v * v;
           acc.second = std::max(acc.second, std::abs(v));
         }
@@ -190,7 +225,7 @@ Normalizer normalizer_of(const scalar_t* g, int64_t n, const Scores& score) {
       0, n, kGrainSize, 0.0,
       [&](int64_t begin, int64_t end, double acc) {
         for (int64_t i = begin; i < end; ++i) {
-          const double v = u(i) / u_max;
+          const double v = e[i] * static_cast<double>(g[i]) / u_max;
           acc += v * v;
         }
         return acc;
@@ -201,10 +236,11 @@ Normalizer normalizer_of(const scalar_t* g, int64_t n, const Scores& score) {
 
 template <typename scalar_t, typename Scores>
 void write_amplified(const scalar_t* g, int64_t n, const Scores& score, double rescale, scalar_t* out) {
-  const Normalizer nz = normalizer_of(g, n, score);
+  std::vector<double> e(n);
+  const Normalizer nz = exps_and_norm(g, n, score, e.data());
   at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const double v = nz.norm > 0.0 ? std::exp(score(i) - nz.s_max) * static_cast<double>(g[i]) / nz.norm : 0.0;
+      const double v = nz.norm > 0.0 ? e[i] * static_cast<double>(g[i]) / nz.norm : 0.0;
       out[i] = static_cast<scalar_t>(rescale * v);
     }
   });
@@ -224,8 +260,9 @@ int64_t num_blocks(int64_t n) {
 template <typename scalar_t, typename Scores, typename Sink>
 void for_each_cotangent(const scalar_t* g, const scalar_t* y, int64_t n, const Scores& score, double rescale,
                         const Sink& sink) {
-  const Normalizer nz = normalizer_of(g, n, score);
-  const auto e = [&](int64_t i) { return std::exp(score(i) - nz.s_max); };
+  std::vector<double> exps(n);
+  const Normalizer nz = exps_and_norm(g, n, score, exps.data());
+  const auto e = [&](int64_t i) { return exps[i]; };
   const double v_dot_y = nz.norm == 0.0 ? 0.0
                                         : at::parallel_reduce(
                                               0, n, kGrainSize, 0.0,
