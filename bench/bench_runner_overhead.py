@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, median_seconds  # noqa: E402
 
 from neuralgrok.allocator import keep_freed_memory  # noqa: E402
-from neuralgrok.demo import DEMO_CONFIG  # noqa: E402
-from neuralgrok.build import build_base_optimizer, build_data, build_model  # noqa: E402
+from neuralgrok.experiments.demo import DEMO_CONFIG  # noqa: E402
+from neuralgrok.experiments.data import build_base_optimizer, build_data, build_model  # noqa: E402
 from neuralgrok.measures import weight_norm  # noqa: E402
-from neuralgrok.metrics import age  # noqa: E402
-from neuralgrok.models import answer_loss  # noqa: E402
-from neuralgrok.train import Evaluator, TrainConfig, TrainingBatches, seed_everything, train  # noqa: E402
+from neuralgrok.measures.age import age  # noqa: E402
+from neuralgrok.experiments.models import answer_loss  # noqa: E402
+from neuralgrok.experiments.loop import Evaluator, TrainConfig, TrainingBatches, seed_everything, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUPS = {

@@ -6,10 +6,10 @@ __version__ = "0.1.0"  # first, so that submodules can read it while the package
 
 from . import measures
 from ._extension import BUILD_INFO
-from .amplifier import NeuralAmplifier
-from .grokfast import Grokfast, GrokfastEMA, GrokfastMA
-from .metrics import age
-from .optimizer import NeuralGrok
+from .optim.amplifier import NeuralAmplifier
+from .optim.grokfast import Grokfast, GrokfastEMA, GrokfastMA
+from .measures.age import age
+from .optim.neuralgrok import NeuralGrok
 
 __all__ = ["BUILD_INFO", "Grokfast", "GrokfastEMA", "GrokfastMA", "NeuralAmplifier", "NeuralGrok", "age",
            "measures", "__version__"]

@@ -5,9 +5,9 @@ import sys
 import pytest
 
 import neuralgrok
-from neuralgrok import cli
-from neuralgrok.demo import DEMO_METHODS
-from neuralgrok.train import METRIC_COLUMNS, TrainConfig
+from neuralgrok.experiments import cli
+from neuralgrok.experiments.demo import DEMO_METHODS
+from neuralgrok.experiments.loop import METRIC_COLUMNS, TrainConfig
 
 
 def run_cli(*args):

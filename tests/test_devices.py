@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 import neuralgrok
-from neuralgrok import Grokfast, NeuralAmplifier, NeuralGrok, measures, reference
+from neuralgrok import Grokfast, NeuralAmplifier, NeuralGrok, measures
+from neuralgrok.optim import reference
 from neuralgrok._extension import generic_kernels, generic_kernels_enabled
 from neuralgrok.devices import check_device
 

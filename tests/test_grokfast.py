@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import neuralgrok
-from neuralgrok import Grokfast, GrokfastEMA, GrokfastMA, reference
+from neuralgrok import Grokfast, GrokfastEMA, GrokfastMA
+from neuralgrok.optim import reference
 
 ema_op = torch.ops.neuralgrok.grokfast_ema_
 ma_op = torch.ops.neuralgrok.grokfast_ma_

@@ -348,7 +348,7 @@ def test_spearman_without_scipy_matches_scipy(monkeypatch):
 
 
 def test_runner_columns_that_are_not_measures_exist_in_metrics_csv():
-    from neuralgrok.train import METRIC_COLUMNS, part_columns
+    from neuralgrok.experiments.loop import METRIC_COLUMNS, part_columns
 
     logged = {"grad_age", "step_grad_age", "weight_norm"}  # the runner's own measures
     assert set(measures.NOT_MEASURES) == set(METRIC_COLUMNS + tuple(part_columns(("held", "rest")))) - logged
@@ -374,7 +374,7 @@ def test_analyze_command_on_a_real_run(tmp_path):
 
 
 def test_runner_logs_the_requested_measures_of_the_logged_weights():
-    from neuralgrok.train import TrainConfig, train
+    from neuralgrok.experiments.loop import TrainConfig, train
 
     config = TrainConfig(task="a+b", p=11, width=32, depth=1, steps=30, eval_every=10, threads=1,
                          measures="med, fourier_gini")

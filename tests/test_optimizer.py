@@ -8,7 +8,7 @@ from torch import nn
 
 import neuralgrok
 from neuralgrok import NeuralAmplifier, NeuralGrok
-from neuralgrok.reference import NeuralGrokReference, _functional_call
+from neuralgrok.optim.reference import NeuralGrokReference, _functional_call
 
 
 def make_problem(seed=0, dtype=torch.float64):

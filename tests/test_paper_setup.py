@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from neuralgrok import NeuralAmplifier
-from neuralgrok.build import build_data
-from neuralgrok.models import Transformer
-from neuralgrok.normalize import Normalize
-from neuralgrok.tasks import inner_outer_test_split, number_of_examples
-from neuralgrok.checkpoints import load_weights
-from neuralgrok.train import SNAPSHOTS, TrainConfig, train
+from neuralgrok.experiments.data import build_data
+from neuralgrok.experiments.models import Transformer
+from neuralgrok.optim.normalize import Normalize
+from neuralgrok.experiments.tasks import inner_outer_test_split, number_of_examples
+from neuralgrok.storage.checkpoints import load_weights
+from neuralgrok.experiments.loop import SNAPSHOTS, TrainConfig, train
 
 # The official Table 1 setup for a+b mod 97 (papers.md), at a dozen steps, with the model's width 32
 # instead of 128 so that the test's dense amplifier (every gradient entry through the (128, 128) MLP)
@@ -94,7 +94,7 @@ def test_runner_follows_the_official_loop_in_float64(monkeypatch):
     torch.set_default_dtype(torch.float64)
     try:
         recorded = []
-        from neuralgrok import optimizer as optimizer_module
+        from neuralgrok.optim import neuralgrok as optimizer_module
         original = optimizer_module.NeuralGrok._meta_step
 
         def recording_meta_step(self, params, inner_grads):

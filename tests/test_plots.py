@@ -3,7 +3,7 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from neuralgrok import plots
+from neuralgrok.experiments import plots
 
 
 def history(scale):

@@ -7,10 +7,10 @@ import shutil
 import pytest
 import torch
 
-from neuralgrok import results
-from neuralgrok.files import atomic_write_text, to_toml
-from neuralgrok.sweep import load_sweep
-from neuralgrok.train import TrainConfig, metrics_csv, summarize, train
+from neuralgrok.experiments import results
+from neuralgrok.storage.files import atomic_write_text, to_toml
+from neuralgrok.experiments.sweeps import load_sweep
+from neuralgrok.experiments.loop import TrainConfig, metrics_csv, summarize, train
 
 THRESHOLD_KEYS = ("memorisation_step", "steps_to_test_50", "steps_to_test_90", "steps_to_test_95", "steps_to_test_99")
 TINY = dict(task="a+b", p=11, width=16, depth=1, heads=4, eval_every=1, threads=1)

@@ -8,9 +8,9 @@ import sys
 import pandas as pd
 import pytest
 
-from neuralgrok import compare, sweep
-from neuralgrok.files import read_toml, to_toml
-from neuralgrok.train import TrainConfig, metrics_csv
+from neuralgrok.experiments import compare, sweeps as sweep
+from neuralgrok.storage.files import read_toml, to_toml
+from neuralgrok.experiments.loop import TrainConfig, metrics_csv
 
 
 def run_cli(*args, cwd=None):

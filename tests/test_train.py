@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from neuralgrok import NeuralGrok, measures
-from neuralgrok.files import atomic_write, atomic_write_text, read_toml, to_toml
-from neuralgrok.grokfast import Grokfast
-from neuralgrok.build import build_data
-from neuralgrok.models import EmbeddingMLP, NandaTransformer, evaluate
-from neuralgrok.tasks import all_examples, inner_outer_test_split
-from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, summarize, summary_table,
-                              train, TrainingBatches, validate_config)
+from neuralgrok.storage.files import atomic_write, atomic_write_text, read_toml, to_toml
+from neuralgrok.optim.grokfast import Grokfast
+from neuralgrok.experiments.data import build_data
+from neuralgrok.experiments.models import EmbeddingMLP, NandaTransformer, evaluate
+from neuralgrok.experiments.tasks import all_examples, inner_outer_test_split
+from neuralgrok.experiments.loop import (METHODS, METRIC_COLUMNS, TrainConfig, TrainingBatches, register_method,
+                                         summarize, summary_table, train, validate_config)
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)

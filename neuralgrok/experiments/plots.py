@@ -16,7 +16,7 @@ try:
 except ImportError as error:  # an optional dependency: the demo's and compare's plots
     raise ImportError(f"neuralgrok's plots need matplotlib ({error}): pip install 'neuralgrok[plots]'") from error
 
-from .files import atomic_write
+from ..storage.files import atomic_write
 
 
 def _save(figure, path):

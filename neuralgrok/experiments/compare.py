@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List
 
-from .files import atomic_write_text, read_toml
-from .train import DIVERGED, TEST_ACCURACY_THRESHOLDS, TrainConfig, read_metrics
+from ..storage.files import atomic_write_text, read_toml
+from .loop import DIVERGED, TEST_ACCURACY_THRESHOLDS, TrainConfig, read_metrics
 
 THRESHOLD_KEYS = tuple(f"steps_to_test_{round(t * 100)}" for t in TEST_ACCURACY_THRESHOLDS)
 PEAK_MEMORY_KEY = "peak_rss_mib"

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .metrics import age as _age_op
+from .age import age as _age_op
 
 TokenRange = Union[int, Sequence[int], torch.Tensor]
 

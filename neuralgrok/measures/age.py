@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from . import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
+from .. import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
 
 _SOURCES = ("grad", "weight")
 

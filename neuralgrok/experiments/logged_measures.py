@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from . import measures
+from .. import measures
 from .tasks import OPERATIONS
 
 

@@ -10,9 +10,9 @@ Runs every method of :data:`DEMO_METHODS` on the same task, seed and model
 import dataclasses
 from pathlib import Path
 
-from .files import atomic_write_text
+from ..storage.files import atomic_write_text
 from .plots import plot_runs
-from .train import RunDirectoryError, TrainConfig, run_files, summary_table, train, validate_config
+from .loop import RunDirectoryError, TrainConfig, run_files, summary_table, train, validate_config
 
 # Chosen by experiment (docs/demo-config.md lists every run tried): with full batches Grokfast
 # slowed grokking under AdamW with weight decay 1.0; with batches of 512 the baseline memorises

@@ -53,8 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import load_weights
-from .files import atomic_write, atomic_write_text
+from ..storage.checkpoints import load_weights
+from ..storage.files import atomic_write, atomic_write_text
 
 GENERATOR_VERSION = 1
 SIDES = (0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)

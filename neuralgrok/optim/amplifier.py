@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from . import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
+from .. import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
 METHODS = ("auto", "piecewise", "dense")

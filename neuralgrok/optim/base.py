@@ -113,7 +113,7 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
                                         f"{type(self).__name__} transformed it)",
                                         "the parameters and the base optimizer were not updated")
         if self.record_age:
-            from .metrics import age  # the C++ op; imported here so this module stays op-free
+            from ..measures.age import age  # the C++ op; imported here so this module stays op-free
 
             self.recorded_age = float(age([p.grad for p in params]))
         return True

@@ -4,7 +4,7 @@ import math
 import torch
 
 from .amplifier import NeuralAmplifier, canonical_keys
-from .wrapper import GradientTransformOptimizer, param_group_problems
+from .base import GradientTransformOptimizer, param_group_problems
 
 META_MODES = ("paper", "fast")
 VIRTUAL_LRS = ("initial", "current")  # which lr of a parameter group the virtual step uses

@@ -28,23 +28,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .amplifier import NeuralAmplifier
-from .build import (EVAL_CHUNK, build_base_optimizer, build_data, build_model, build_problems, depends_on_mode,
+from ..optim.amplifier import NeuralAmplifier
+from .data import (EVAL_CHUNK, build_base_optimizer, build_data, build_model, build_problems, depends_on_mode,
                     eval_chunk)
-from .checkpoints import (CheckpointError, load_error_text, load_weights, previous_path, read_checkpoint,
+from ..storage.checkpoints import (CheckpointError, load_error_text, load_weights, previous_path, read_checkpoint,
                           write_checkpoint)
-from .files import (atomic_write, atomic_write_text, finite_or_none, locked_directory,
+from ..storage.files import (atomic_write, atomic_write_text, finite_or_none, locked_directory,
                     read_toml, remove_temporaries, strict_json, to_toml)
-from . import measures as progress_measures
-from .grokfast import Grokfast
-from .metrics import age
-from .normalize import Normalize
-from .optimizer import META_MODES, NeuralGrok
+from .. import measures as progress_measures
+from ..optim.grokfast import Grokfast
+from ..measures.age import age
+from ..optim.normalize import Normalize
+from ..optim.neuralgrok import META_MODES, NeuralGrok
 from .models import accuracy, answer_loss, example_losses
-from .run_measures import MEASURES, MeasureInput, compute_measures, measure_problems, needs_all_pairs
+from .logged_measures import MEASURES, MeasureInput, compute_measures, measure_problems, needs_all_pairs
 from .tasks import inner_outer_counts, number_of_examples, task_problems
-from .version import build_info
-from .wrapper import NonFiniteGradientError
+from ..version import build_info
+from ..optim.base import NonFiniteGradientError
 
 METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                   "grad_age", "step_grad_age", "weight_norm", "wall_time_s")

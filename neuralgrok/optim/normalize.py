@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from .wrapper import GradientTransformOptimizer
+from .base import GradientTransformOptimizer
 
 
 class Normalize(GradientTransformOptimizer):

@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from .files import read_toml
-from .train import DIVERGED, TrainConfig, resolve_paths, run_config, run_files, same_config, validate_config
+from ..storage.files import read_toml
+from .loop import DIVERGED, TrainConfig, resolve_paths, run_config, run_files, same_config, validate_config
 
 SWEEP_KEYS = ("out", "base", "grid")
 

@@ -43,10 +43,10 @@ import numpy as np
 
 from .compare import (PEAK_MEMORY_KEY, by_seed, group_runs, load_runs, median_steps, read_config,
                       run_directories, steps_reached)
-from .files import atomic_write, atomic_write_text, read_toml, to_toml, toml_value
-from .sweep import SWEEP_KEYS, load_sweep, run_sweep
+from ..storage.files import atomic_write, atomic_write_text, read_toml, to_toml, toml_value
+from .sweeps import SWEEP_KEYS, load_sweep, run_sweep
 from .tasks import OPERATIONS
-from .train import (METHODS, MEMORISATION_ACCURACY, PATH_FIELDS, SNAPSHOTS,
+from .loop import (METHODS, MEMORISATION_ACCURACY, PATH_FIELDS, SNAPSHOTS,
                     TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv,
                     read_metrics)
 
@@ -136,8 +136,8 @@ def export_runs(paths, dest_dir, max_rows=DEFAULT_MAX_ROWS, finished_only=False)
 def amplifier_snapshots(run):
     """A NeuralGrok run's amplifier at each saved step (``--snapshot-every``): ``{step: NeuralAmplifier}``
     in step order, read from ``run.path/snapshots/`` (empty where the run saved none)."""
-    from .amplifier import NeuralAmplifier
-    from .checkpoints import load_weights
+    from ..optim.amplifier import NeuralAmplifier
+    from ..storage.checkpoints import load_weights
 
     snapshots = {}
     for path in sorted((Path(run.path) / SNAPSHOTS).glob("step_*.pt")):

@@ -35,15 +35,15 @@ import sys
 import typing
 from pathlib import Path
 
-from .allocator import keep_freed_memory
-from .build import EMBEDDING_INITS, MODELS, OPTIMIZERS, SPLITS, TASKS
+from ..allocator import keep_freed_memory
+from .data import EMBEDDING_INITS, MODELS, OPTIMIZERS, SPLITS, TASKS
 from .models import LOSSES
-from .optimizer import META_MODES
+from ..optim.neuralgrok import META_MODES
 from .tasks import LAYOUTS
-from .version import version_text
-from .checkpoints import CheckpointError
-from .files import DirectoryInUseError, read_toml
-from .train import (DIVERGED, METHODS, ConfigError, RunDirectoryError, TrainConfig, resolve_paths, resume,
+from ..version import version_text
+from ..storage.checkpoints import CheckpointError
+from ..storage.files import DirectoryInUseError, read_toml
+from .loop import (DIVERGED, METHODS, ConfigError, RunDirectoryError, TrainConfig, resolve_paths, resume,
                     summary_table, train, validate_config)
 
 EXIT_DIVERGED = 3  # a run that ended with a NaN or infinite loss or gradient
@@ -141,7 +141,7 @@ def run_outcome(summary: dict) -> int:
 
 def analyze_run(arguments, parser):
     """``neuralgrok analyze RUN``: :func:`neuralgrok.measures.analyze` of ``RUN/metrics.csv``."""
-    from . import measures  # imports pandas
+    from .. import measures  # imports pandas
 
     metrics = Path(arguments.run) / "metrics.csv"
     if not metrics.is_file():
@@ -261,7 +261,7 @@ def _main(parser, argv):
                 refuse(arguments.command_parser, str(error))
         return run_outcome(summary)
     if arguments.command == "sweep":
-        from . import sweep  # it imports this module
+        from . import sweeps as sweep  # it imports this module
 
         return sweep.main(arguments, arguments.command_parser)
     if arguments.command == "compare":

@@ -15,8 +15,8 @@ import numbers
 
 import torch
 
-from . import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
-from .wrapper import GradientTransformOptimizer
+from .. import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
+from .base import GradientTransformOptimizer
 
 
 class _GrokfastFilter:

@@ -1,0 +1,1 @@
+"""(package laid out by concept; see the next commits)"""
