@@ -1,13 +1,16 @@
-"""Model-complexity metrics computed by the C++ core."""
+"""AGE, NeuralGrok's Absolute Gradient Entropy (arXiv 2504.17243), computed by the C++ op
+:func:`neuralgrok.ops.age`."""
+from typing import Dict, Iterable, Union
 import torch
 from torch import nn
 
-from .. import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
+from .. import ops
 
 _SOURCES = ("grad", "weight")
 
 
-def age(model_or_tensors, *, of="grad", per_tensor=False, normalized=False, eps=0.0):
+def age(model_or_tensors: Union[nn.Module, Iterable[torch.Tensor]], *, of: str = "grad", per_tensor: bool = False,
+        normalized: bool = False, eps: float = 0.0) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
     """Absolute Gradient Entropy (AGE) of NeuralGrok (arXiv 2504.17243).
 
     ``H = -sum_i |x_i| * log(|x_i| + eps)`` over every entry of every tensor, with ``0 log 0 = 0``,
@@ -50,7 +53,7 @@ def age(model_or_tensors, *, of="grad", per_tensor=False, normalized=False, eps=
                 raise TypeError(f"age(): item {i} is a {type(t).__name__}, not a tensor")
         if not tensors:
             raise ValueError("age(): got no tensors")
-    values = torch.ops.neuralgrok.age(tensors, per_tensor, normalized, float(eps))
+    values = ops.age(tensors, per_tensor, normalized, float(eps))
     if per_tensor and names is not None:
         return dict(zip(names, values.unbind()))
     return values

@@ -1,12 +1,12 @@
-"""NeuralGrok's neural amplifier (arXiv 2504.17243), computed by the C++ op ``neuralgrok::amplify``."""
+"""NeuralGrok's neural amplifier (arXiv 2504.17243), computed by the C++ op :func:`neuralgrok.ops.amplify`."""
 import math
 import numbers
-from typing import Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from .. import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
+from .. import ops
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
 METHODS = ("auto", "piecewise", "dense")
@@ -70,13 +70,13 @@ class NeuralAmplifier(nn.Module):
             layers.append(nn.Linear(n_in, n_out))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, grad):
+    def forward(self, grad: torch.Tensor) -> torch.Tensor:
         """G applied to one tensor of any shape; returns a tensor of the same shape."""
         if not isinstance(grad, torch.Tensor):
             raise TypeError(f"NeuralAmplifier takes a tensor, got {type(grad).__name__}; use amplify() for a list")
         return self.amplify([grad])[0]
 
-    def amplify(self, grads, *, method="auto"):
+    def amplify(self, grads: Sequence[torch.Tensor], *, method: str = "auto") -> List[torch.Tensor]:
         """G applied to each tensor of ``grads`` (softmax over each tensor's own entries), in one op call.
 
         Args:
@@ -103,8 +103,8 @@ class NeuralAmplifier(nn.Module):
         if self.activation != "relu":
             return [self._amplify_in_pytorch(grad) for grad in grads]
         layers = [module for module in self.mlp if isinstance(module, nn.Linear)]
-        return list(torch.ops.neuralgrok.amplify(grads, [layer.weight for layer in layers],
-                                                 [layer.bias for layer in layers], self.rescale, method != "dense"))
+        return ops.amplify(grads, [layer.weight for layer in layers], [layer.bias for layer in layers], self.rescale,
+                           method != "dense")
 
     def _amplify_in_pytorch(self, grad):
         """The dense path for activations the C++ op does not implement; autograd differentiates it."""
@@ -119,7 +119,7 @@ class NeuralAmplifier(nn.Module):
         return (self.rescale / norm * weighted).view_as(grad)
 
     @torch.no_grad()
-    def response(self, values):
+    def response(self, values: Any) -> Dict[str, torch.Tensor]:
         """What the amplifier does to one gradient entry of value ``g``, for each of ``values`` (a 1-d
         tensor of signed gradient values, e.g. ``±logspace(-8, -1)``): ``{"score": s(g), "weight":
         exp(s(g) - s(0))}``. ``weight`` is how much more an entry of value g counts in its tensor's softmax
@@ -130,12 +130,12 @@ class NeuralAmplifier(nn.Module):
         scores = self.mlp(torch.cat([values.reshape(-1), values.new_zeros(1)]).reshape(-1, 1)).reshape(-1)
         return {"score": scores[:-1].view_as(values), "weight": torch.exp(scores[:-1] - scores[-1]).view_as(values)}
 
-    def load_state_dict(self, state_dict, strict=True, **kwargs):
+    def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True, **kwargs: Any) -> Any:
         """``nn.Module.load_state_dict``, also for the official ``neuralgrad`` code's keys ``network.N.*``."""
         return super().load_state_dict(canonical_keys(state_dict), strict=strict, **kwargs)
 
     @staticmethod
-    def hidden_sizes_of(state_dict) -> Tuple[int, ...]:
+    def hidden_sizes_of(state_dict: Dict[str, Any]) -> Tuple[int, ...]:
         """The ``hidden_sizes`` of the amplifier whose :meth:`state_dict` this is (also with the official
         code's keys); ValueError naming what is wrong if it is no amplifier's state dict."""
         state = canonical_keys(state_dict)
@@ -149,11 +149,11 @@ class NeuralAmplifier(nn.Module):
             raise ValueError(f"not a NeuralAmplifier state dict (keys {sorted(state)[:6]}, weight shapes {shapes})")
         return tuple(shape[0] for shape in shapes[:-1])
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"hidden_sizes={self.hidden_sizes}, rescale={self.rescale}, activation={self.activation!r}"
 
 
-def canonical_keys(state_dict):
+def canonical_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     """``state_dict`` with the official ``neuralgrad`` code's ``network.N.*`` keys renamed ``mlp.N.*``."""
     return {("mlp." + key[len("network."):] if key.startswith("network.") else key): value
             for key, value in state_dict.items()}

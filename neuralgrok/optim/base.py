@@ -5,9 +5,11 @@ Subclasses implement :meth:`GradientTransformOptimizer.transform_` (and may over
 extra work, as NeuralGrok does for its meta step). ``param_groups`` is the base optimizer's own
 list, so LR schedulers and ``add_param_group`` act on the base directly.
 """
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
+
+from .. import ops
 
 NONFINITE_POLICIES = ("raise", "skip")
 
@@ -56,23 +58,25 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
 
     # -- param_groups are the base optimizer's --------------------------------------------------
     @property
-    def param_groups(self):
+    def param_groups(self) -> List[Dict[str, Any]]:
         return self.base_optimizer.param_groups
 
     @param_groups.setter
-    def param_groups(self, groups):
+    def param_groups(self, groups: List[Dict[str, Any]]) -> None:
         # Optimizer.__init__ and __setstate__ assign here; the groups always stay the base's.
         pass
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
         if not any(group is param_group for group in self.base_optimizer.param_groups):
             self.base_optimizer.add_param_group(param_group)
 
     # -- stepping ------------------------------------------------------------------------------
-    def params_with_grad(self):
+    def params_with_grad(self) -> List[torch.Tensor]:
+        """The parameters of every group that have a ``.grad``, in ``param_groups`` order."""
         return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
 
-    def parameter_name(self, param):
+    def parameter_name(self, param: torch.Tensor) -> str:
+        """``param``'s name for messages: from ``param_names``, else its position and shape."""
         if param in self._param_names:
             return self._param_names[param]
         for gi, group in enumerate(self.param_groups):
@@ -81,14 +85,14 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
                     return f"param_groups[{gi}]['params'][{pi}] (shape {tuple(p.shape)})"
         return f"a parameter of shape {tuple(param.shape)}"
 
-    def gradients_are_finite(self, params):
+    def gradients_are_finite(self, params: List[torch.Tensor]) -> bool:
         """Applies the ``nonfinite`` policy: False means skip this step; raises for ``"raise"``."""
         for p in params:
             if not bool(torch.isfinite(p.grad).all()):
                 return self.nonfinite_found(f"the gradient of {self.parameter_name(p)}")
         return True
 
-    def nonfinite_found(self, what, consequence="nothing was updated"):
+    def nonfinite_found(self, what: str, consequence: str = "nothing was updated") -> bool:
         """Raise (policy ``"raise"``) or count a skipped step and return False (``"skip"``)."""
         if self.nonfinite == "raise":
             raise NonFiniteGradientError(
@@ -98,11 +102,11 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         self.skipped_steps += 1
         return False
 
-    def transform_(self, params):
+    def transform_(self, params: List[torch.Tensor]) -> None:
         """Rewrite ``p.grad`` in place for every ``p`` in ``params`` (all have finite grads)."""
         raise NotImplementedError
 
-    def transform_and_record_(self, params) -> bool:
+    def transform_and_record_(self, params: List[torch.Tensor]) -> bool:
         """:meth:`transform_`, then the ``nonfinite`` policy on the transformed gradients, then keep
         their AGE if ``record_age`` is set. False: skip this step (the base optimizer must not step)."""
         self.transform_(params)
@@ -113,17 +117,15 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
                                         f"{type(self).__name__} transformed it)",
                                         "the parameters and the base optimizer were not updated")
         if self.record_age:
-            from ..measures.age import age  # the C++ op; imported here so this module stays op-free
-
-            self.recorded_age = float(age([p.grad for p in params]))
+            self.recorded_age = float(ops.age([p.grad for p in params]))
         return True
 
-    def snapshot_state(self):
+    def snapshot_state(self) -> Optional[Dict[str, Any]]:
         """A small state worth saving now and then during a run (NeuralGrok: its amplifier), or None."""
         return None
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[torch.Tensor]:
         """Run ``closure`` (if given) with grad enabled, transform the gradients, step the base.
 
         The closure is called once, by this method; the base optimizer steps without it.
@@ -137,21 +139,22 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
             self.base_optimizer.step()
         return loss
 
-    def zero_grad(self, set_to_none=None):
+    def zero_grad(self, set_to_none: Optional[bool] = None) -> None:
         if set_to_none is None:
             self.base_optimizer.zero_grad()  # the installed torch's own default
         else:
             self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def extra_state_dict(self):
+    def extra_state_dict(self) -> Dict[str, Any]:
         """State that is not per parameter (counters, sub-modules); subclasses extend it."""
         return {"skipped_steps": self.skipped_steps}
 
-    def load_extra_state_dict(self, state):
+    def load_extra_state_dict(self, state: Dict[str, Any]) -> None:
+        """Load an :meth:`extra_state_dict` (checked by :meth:`extra_state_problems` already)."""
         self.skipped_steps = state["skipped_steps"]
 
-    def extra_state_problems(self, state) -> List[str]:
+    def extra_state_problems(self, state: Any) -> List[str]:
         """What keeps ``state`` (an :meth:`extra_state_dict` of a saved wrapper) from loading into this
         one, checked before anything is loaded; subclasses extend it as they extend the state."""
         if not isinstance(state, dict):
@@ -172,13 +175,13 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         loaded. Subclasses with such state override it."""
         return [] if not state else [f"parameter {index} has state {sorted(state)}; {type(self).__name__} keeps none"]
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """Base optimizer state, this wrapper's per-parameter state, and its extra state."""
         own = super().state_dict()
         return {"base": self.base_optimizer.state_dict(), "state": own["state"],
                 "param_groups": own["param_groups"], "extra": self.extra_state_dict()}
 
-    def state_dict_problems(self, state_dict) -> List[str]:
+    def state_dict_problems(self, state_dict: Any) -> List[str]:
         """Everything that keeps ``state_dict`` from loading into this wrapper (empty: it loads)."""
         name = type(self).__name__
         if not isinstance(state_dict, dict):
@@ -208,7 +211,7 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
                     problems += self.param_state_problems(key, params[key], param_state, state_dict["extra"])
         return problems
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Load a :meth:`state_dict`: the whole state is checked first, so a state of another wrapper,
         mode or model raises a ``ValueError`` saying what differs and leaves this wrapper and its base
         optimizer as they were."""
@@ -224,7 +227,7 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         return f"{type(self).__name__}({self.base_optimizer!r})"
 
 
-def param_group_problems(what, saved_groups, groups) -> List[str]:
+def param_group_problems(what: str, saved_groups: Any, groups: List[Dict[str, Any]]) -> List[str]:
     """Whether saved ``param_groups`` fit ``groups``: as many groups, as many parameters in each."""
     if not isinstance(saved_groups, list) or not all(isinstance(g, dict) and "params" in g for g in saved_groups):
         return [f"{what} param_groups are not a list of groups"]

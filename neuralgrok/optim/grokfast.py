@@ -6,16 +6,23 @@ Each step the gradient ``g`` of every parameter is replaced by ``g + lamb * slow
 * EMA: ``ema = alpha * ema + (1 - alpha) * g`` (started at the first gradient);
 * MA: the mean of the last ``window`` gradients (the gradient is left alone until ``window`` are stored).
 
-The filters run as multi-tensor C++ ops (``torch.ops.neuralgrok.grokfast_ema_`` / ``grokfast_ma_``),
+The filters run as multi-tensor C++ ops (:func:`neuralgrok.ops.grokfast_ema_` / :func:`~neuralgrok.ops.grokfast_ma_`),
 one call for all parameters. :class:`GrokfastEMA` and :class:`GrokfastMA` filter lists of tensors
 by position; :class:`Grokfast` wraps an optimizer and keeps the filter state per parameter.
+
+Example (a filter on a list of gradients, the same tensors in the same order every step)::
+
+    ema = GrokfastEMA(alpha=0.98, lamb=2.0)          # or GrokfastMA(window=100, lamb=5.0)
+    loss.backward()
+    ema.apply_([p.grad for p in model.parameters()])
 """
+from typing import Any, Dict, List, Sequence
 import math
 import numbers
 
 import torch
 
-from .. import _extension  # noqa: F401  (loads torch.ops.neuralgrok)
+from .. import ops
 from .base import GradientTransformOptimizer
 
 
@@ -29,10 +36,11 @@ class _GrokfastFilter:
 
     mode = None
 
-    def __init__(self):
+    def __init__(self, **hyperparameters):
         self.tensor_states = []
+        self._configure(**hyperparameters)
 
-    def apply_(self, grads):
+    def apply_(self, grads: Sequence[torch.Tensor]) -> None:
         """Filter ``grads`` (a list of tensors, the same positions every call) in place."""
         grads = list(grads)
         name = type(self).__name__
@@ -48,18 +56,23 @@ class _GrokfastFilter:
         self.filter_(grads, states)
         self.tensor_states = states
 
-    def filter_(self, grads, states):
+    def filter_(self, grads: List[torch.Tensor], states: List[Dict[str, Any]]) -> None:
+        """Filter ``grads`` in place, ``states[i]`` holding the state of ``grads[i]`` (updated in place)."""
         raise NotImplementedError
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> Dict[str, float]:
+        """``{name: value}``: the filter's own (``alpha`` or ``window``), then ``lamb``."""
+        return {**self._own_hyperparameters(), "lamb": self.lamb}
+
+    def _own_hyperparameters(self):
         raise NotImplementedError
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """A snapshot (tensors cloned) of the hyperparameters and the per-position state."""
         return {"hyperparameters": self.hyperparameters(),
                 "tensor_states": [_clone_state(s) for s in self.tensor_states]}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore hyperparameters and state from :meth:`state_dict`; filtering continues exactly."""
         missing = {"hyperparameters", "tensor_states"} - set(state_dict)
         if missing:
@@ -67,7 +80,12 @@ class _GrokfastFilter:
         self._configure(**state_dict["hyperparameters"])
         self.tensor_states = [_clone_state(s) for s in state_dict["tensor_states"]]
 
-    def _configure(self, **hyperparameters):
+    def _configure(self, lamb, **own):
+        """Check and set the hyperparameters: the filter's own first (:meth:`_configure_own`), then ``lamb``."""
+        self._configure_own(**own)
+        self.lamb = _check_real("lamb", lamb, type(self).__name__)
+
+    def _configure_own(self, **own):
         raise NotImplementedError
 
     def __repr__(self):
@@ -80,35 +98,27 @@ class GrokfastEMA(_GrokfastFilter):
 
     The EMA of each tensor starts at its first gradient. Defaults are those of the Grokfast
     paper's code (alpha 0.98, lamb 2.0). A NaN/Inf gradient enters the EMA and stays there;
-    :class:`Grokfast` guards against that with its ``nonfinite`` policy.
-
-    Example::
-
-        ema = GrokfastEMA(alpha=0.98, lamb=2.0)
-        loss.backward()
-        ema.apply_([p.grad for p in model.parameters()])
+    :class:`Grokfast` guards against that with its ``nonfinite`` policy. Example: see the module docstring.
     """
 
     mode = "ema"
 
-    def __init__(self, alpha=0.98, lamb=2.0):
-        super().__init__()
-        self._configure(alpha=alpha, lamb=lamb)
+    def __init__(self, alpha: float = 0.98, lamb: float = 2.0):
+        super().__init__(alpha=alpha, lamb=lamb)
 
-    def _configure(self, alpha, lamb):
+    def _configure_own(self, alpha):
         self.alpha = _check_real("alpha", alpha, type(self).__name__)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"{type(self).__name__}: alpha must be in [0, 1], got {alpha}")
-        self.lamb = _check_real("lamb", lamb, type(self).__name__)
 
-    def hyperparameters(self):
-        return {"alpha": self.alpha, "lamb": self.lamb}
+    def _own_hyperparameters(self):
+        return {"alpha": self.alpha}
 
     def filter_(self, grads, states):
         initialized = ["ema" in s for s in states]
         ema = [s["ema"] if seen else torch.empty_like(g, memory_format=torch.contiguous_format)
                for g, s, seen in zip(grads, states, initialized)]
-        torch.ops.neuralgrok.grokfast_ema_(grads, ema, initialized, self.alpha, self.lamb)
+        ops.grokfast_ema_(grads, ema, initialized, self.alpha, self.lamb)
         # New buffers join the state only once the op has accepted every argument.
         for s, e in zip(states, ema):
             s["ema"] = e
@@ -121,29 +131,21 @@ class GrokfastMA(_GrokfastFilter):
     ``(window, *shape)`` and a running sum, so a step costs O(numel) whatever the window (the sum
     is re-summed exactly every ``window`` steps, which bounds its rounding drift). Defaults are
     those of the Grokfast paper's code (window 100, lamb 5.0). A NaN/Inf gradient makes the
-    output non-finite while it is in the window.
-
-    Example::
-
-        ma = GrokfastMA(window=100, lamb=5.0)
-        loss.backward()
-        ma.apply_([p.grad for p in model.parameters()])
+    output non-finite while it is in the window. Example: see the module docstring.
     """
 
     mode = "ma"
 
-    def __init__(self, window=100, lamb=5.0):
-        super().__init__()
-        self._configure(window=window, lamb=lamb)
+    def __init__(self, window: int = 100, lamb: float = 5.0):
+        super().__init__(window=window, lamb=lamb)
 
-    def _configure(self, window, lamb):
+    def _configure_own(self, window):
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"{type(self).__name__}: window must be an int >= 1, got {window!r}")
         self.window = window
-        self.lamb = _check_real("lamb", lamb, type(self).__name__)
 
-    def hyperparameters(self):
-        return {"window": self.window, "lamb": self.lamb}
+    def _own_hyperparameters(self):
+        return {"window": self.window}
 
     def filter_(self, grads, states):
         seen = ["window" in s for s in states]
@@ -152,7 +154,7 @@ class GrokfastMA(_GrokfastFilter):
                    for g, s, old in zip(grads, states, seen)]
         sums = [s["sum"] if old else g.new_zeros(g.shape) for g, s, old in zip(grads, states, seen)]
         counts = [s["count"] if old else 0 for s, old in zip(states, seen)]
-        torch.ops.neuralgrok.grokfast_ma_(grads, windows, sums, counts, self.lamb)
+        ops.grokfast_ma_(grads, windows, sums, counts, self.lamb)
         # New buffers and counts are stored only once the op has accepted every argument.
         for s, window, running_sum, count in zip(states, windows, sums, counts):
             s.update(window=window, sum=running_sum, count=count + 1)
@@ -173,7 +175,7 @@ class Grokfast(GradientTransformOptimizer):
         window: number of gradients averaged (mode ``"ma"`` only), >= 1.
         lamb: amplification; ``None`` takes the mode's default from the paper's code (2.0 for
             ``"ema"``, 5.0 for ``"ma"``).
-        nonfinite, param_names: see :class:`neuralgrok.wrapper.GradientTransformOptimizer`. The
+        nonfinite, param_names: see :class:`neuralgrok.optim.base.GradientTransformOptimizer`. The
             check runs before filtering, so a NaN/Inf gradient never reaches the filter state.
 
     The filter state lives in ``self.state[p]`` per parameter (``"ema"``; or ``"window"``,
@@ -194,20 +196,21 @@ class Grokfast(GradientTransformOptimizer):
         self.filter = _make_filter(mode, alpha=alpha, window=window, lamb=lamb)
 
     @property
-    def mode(self):
+    def mode(self) -> str:
+        """``"ema"`` or ``"ma"``."""
         return self.filter.mode
 
-    def transform_(self, params):
+    def transform_(self, params: List[torch.Tensor]) -> None:
         self.filter.filter_([p.grad for p in params], [self.state[p] for p in params])
 
-    def extra_state_dict(self):
+    def extra_state_dict(self) -> Dict[str, Any]:
         return {**super().extra_state_dict(), "mode": self.mode, "filter": self.filter.hyperparameters()}
 
-    def load_extra_state_dict(self, state):
+    def load_extra_state_dict(self, state: Dict[str, Any]) -> None:
         super().load_extra_state_dict(state)
         self.filter._configure(**state["filter"])
 
-    def extra_state_problems(self, state):
+    def extra_state_problems(self, state: Any) -> List[str]:
         problems = super().extra_state_problems(state)
         if problems:
             return problems
@@ -219,7 +222,8 @@ class Grokfast(GradientTransformOptimizer):
             return [f"its filter hyperparameters {state['filter']!r} are invalid: {error}"]
         return []
 
-    def param_state_problems(self, index, param, state, extra):
+    def param_state_problems(self, index: int, param: torch.Tensor, state: Dict[Any, Any],
+                             extra: Dict[str, Any]) -> List[str]:
         shape = tuple(param.shape)
         if self.mode == "ema":
             expected = {"ema": shape}

@@ -1,8 +1,10 @@
 """NeuralGrok (arXiv 2504.17243) as a wrapper around any ``torch.optim`` optimizer."""
+from typing import Any, Callable, Dict, List, Optional
 import math
 
 import torch
 
+from .. import ops
 from .amplifier import NeuralAmplifier, canonical_keys
 from .base import GradientTransformOptimizer, param_group_problems
 
@@ -54,7 +56,7 @@ class NeuralGrok(GradientTransformOptimizer):
         clip_grad_norm: global norm the amplified gradients are clipped to (1.0 in the paper's
             code); ``None`` disables clipping.
         train_amplifier: ``False`` freezes the amplifier (transfer of a trained amplifier).
-        nonfinite, param_names: see :class:`~neuralgrok.wrapper.GradientTransformOptimizer`. A
+        nonfinite, param_names: see :class:`~neuralgrok.optim.base.GradientTransformOptimizer`. A
             non-finite outer loss or meta-gradient follows the same policy, so the amplifier never
             receives NaN either.
 
@@ -118,7 +120,7 @@ class NeuralGrok(GradientTransformOptimizer):
         self.steps = 0
         self.meta_steps = 0
 
-    def meta_step_due(self):
+    def meta_step_due(self) -> bool:
         """Whether the next call to :meth:`step` ends with an amplifier update."""
         return self.train_amplifier and (self.steps + 1) % self.meta_every == 0
 
@@ -129,7 +131,7 @@ class NeuralGrok(GradientTransformOptimizer):
         dtype = self._amplifier_dtype()
         return [t if t.dtype == dtype else t.to(dtype) for t in tensors]
 
-    def transform_(self, params):
+    def transform_(self, params: List[torch.Tensor]) -> None:
         with torch.no_grad():
             amplified = self.amplifier.amplify(self._in_amplifier_dtype([p.grad for p in params]))
             for p, g in zip(params, amplified):
@@ -137,7 +139,7 @@ class NeuralGrok(GradientTransformOptimizer):
             if self.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
 
-    def step(self, closure=None):
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[torch.Tensor]:
         """One training step on amplified gradients, plus a meta step every ``meta_every`` steps.
 
         ``closure`` (zero grads, forward, backward, return loss) is called here, once, or twice on
@@ -194,7 +196,7 @@ class NeuralGrok(GradientTransformOptimizer):
         lr_of = {p: group.get(key, group["lr"]) for group in self.param_groups for p in group["params"]}
         return [float(lr_of[p]) for p in params]
 
-    def snapshot_state(self):
+    def snapshot_state(self) -> Optional[Dict[str, Any]]:
         """The amplifier's state with the step counts; None for a frozen amplifier after step 0."""
         if not self.train_amplifier and self.steps > 0:
             return None
@@ -204,7 +206,7 @@ class NeuralGrok(GradientTransformOptimizer):
     def _meta_step(self, params, inner_grads):
         with torch.enable_grad():
             amplified = self.amplifier.amplify(self._in_amplifier_dtype(inner_grads))
-            virtual = torch.ops.neuralgrok.virtual_step(self._in_amplifier_dtype([p.detach() for p in params]),
+            virtual = ops.virtual_step(self._in_amplifier_dtype([p.detach() for p in params]),
                                                         amplified, self._virtual_lrs(params))
         current = [p.data for p in params]
         try:
@@ -229,13 +231,13 @@ class NeuralGrok(GradientTransformOptimizer):
         self.meta_optimizer.step()
         self.meta_steps += 1
 
-    def extra_state_dict(self):
+    def extra_state_dict(self) -> Dict[str, Any]:
         state = super().extra_state_dict()
         state.update(steps=self.steps, meta_steps=self.meta_steps, amplifier=self.amplifier.state_dict(),
                      meta_optimizer=self.meta_optimizer.state_dict() if self.meta_optimizer is not None else None)
         return state
 
-    def extra_state_problems(self, state):
+    def extra_state_problems(self, state: Any) -> List[str]:
         problems = super().extra_state_problems(state)
         if problems:
             return problems
@@ -264,7 +266,7 @@ class NeuralGrok(GradientTransformOptimizer):
                                             self.meta_optimizer.param_groups)
         return problems
 
-    def load_extra_state_dict(self, state):
+    def load_extra_state_dict(self, state: Dict[str, Any]) -> None:
         super().load_extra_state_dict(state)
         self.steps = state["steps"]
         self.meta_steps = state["meta_steps"]

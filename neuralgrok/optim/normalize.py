@@ -5,7 +5,7 @@ itself is this normalisation after a learned per-entry reweighting (plus a globa
 two tells what the learned amplifier adds.
 """
 import math
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
@@ -23,7 +23,7 @@ class Normalize(GradientTransformOptimizer):
         base_optimizer: any ``torch.optim.Optimizer``.
         rescale: c, the norm of every normalised tensor (a finite number > 0).
         clip_grad_norm: global norm to clip to, or ``None`` (the paper's Fig. 2: no clip).
-        nonfinite, param_names: see :class:`~neuralgrok.wrapper.GradientTransformOptimizer`.
+        nonfinite, param_names: see :class:`~neuralgrok.optim.base.GradientTransformOptimizer`.
 
     Example::
 
@@ -42,7 +42,7 @@ class Normalize(GradientTransformOptimizer):
         self.clip_grad_norm = clip_grad_norm
 
     @torch.no_grad()
-    def transform_(self, params):
+    def transform_(self, params: List[torch.Tensor]) -> None:
         for p in params:
             norm = torch.linalg.vector_norm(p.grad)
             # c / ||g|| as a tensor (no host sync), 0 for an all-zero tensor (whose gradient stays zero).

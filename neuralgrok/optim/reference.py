@@ -4,13 +4,15 @@ The tests check the C++ ops against these (values and gradients). Each one mirro
 op's semantics exactly, including its conventions for zeros and empty tensors. Stateful ops
 have a reference class holding the state the way the paper describes it.
 """
+from typing import Callable, Dict, List, Sequence
 from collections import deque
 
 import torch
 
 
-def age(tensors, per_tensor=False, normalized=False, eps=0.0):
-    """Reference for ``torch.ops.neuralgrok.age``: see :func:`neuralgrok.age` (0 log 0 = 0)."""
+def age(tensors: Sequence[torch.Tensor], per_tensor: bool = False, normalized: bool = False,
+        eps: float = 0.0) -> torch.Tensor:
+    """Reference for :func:`neuralgrok.ops.age`: see :func:`neuralgrok.age` (0 log 0 = 0)."""
     tensors = list(tensors)
     if normalized:
         flat = [t.abs().reshape(-1) for t in tensors]
@@ -65,7 +67,8 @@ class NeuralGrokReference:
         linears = [m for m in self.amplifier.mlp if isinstance(m, torch.nn.Linear)]
         return amplify(grads, [m.weight for m in linears], [m.bias for m in linears], self.amplifier.rescale)
 
-    def step(self, inner_loss, outer_loss_of):
+    def step(self, inner_loss: Callable[[], torch.Tensor],
+             outer_loss_of: Callable[[Dict[str, torch.Tensor]], torch.Tensor]) -> None:
         names, params = zip(*self.model.named_parameters())
         grads = torch.autograd.grad(inner_loss(), params)
         with torch.no_grad():
@@ -87,7 +90,7 @@ class NeuralGrokReference:
 
 
 class GrokfastEMA:
-    """Reference for ``torch.ops.neuralgrok.grokfast_ema_`` (and :class:`neuralgrok.GrokfastEMA`).
+    """Reference for :func:`neuralgrok.ops.grokfast_ema_` (and :class:`neuralgrok.GrokfastEMA`).
 
     Per gradient position: the EMA starts at the first gradient, then
     ``ema = alpha * ema + (1 - alpha) * g``; every call returns ``g + lamb * ema`` in place.
@@ -98,7 +101,7 @@ class GrokfastEMA:
         self.lamb = lamb
         self.ema = None
 
-    def apply_(self, grads):
+    def apply_(self, grads: List[torch.Tensor]) -> None:
         if self.ema is None:
             self.ema = [g.clone() for g in grads]
         else:
@@ -108,7 +111,7 @@ class GrokfastEMA:
 
 
 class GrokfastMA:
-    """Reference for ``torch.ops.neuralgrok.grokfast_ma_`` (and :class:`neuralgrok.GrokfastMA`).
+    """Reference for :func:`neuralgrok.ops.grokfast_ma_` (and :class:`neuralgrok.GrokfastMA`).
 
     Per gradient position, a deque of the last ``window`` gradients; once it is full, every call
     returns ``g + lamb * mean(deque)`` in place (the mean taken afresh each time, in float64).
@@ -119,7 +122,7 @@ class GrokfastMA:
         self.lamb = lamb
         self.history = None
 
-    def apply_(self, grads):
+    def apply_(self, grads: List[torch.Tensor]) -> None:
         if self.history is None:
             self.history = [deque(maxlen=self.window) for _ in grads]
         for g, recent in zip(grads, self.history):
@@ -127,8 +130,11 @@ class GrokfastMA:
             if len(recent) == self.window:
                 mean = torch.stack(list(recent)).double().mean(dim=0).to(g.dtype)
                 g.copy_(g + self.lamb * mean)
-def amplify(grads, weights, biases, rescale=1.0, activation=torch.relu):
-    """Reference for ``torch.ops.neuralgrok.amplify`` (always dense).
+
+
+def amplify(grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+            rescale: float = 1.0, activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu) -> List[torch.Tensor]:
+    """Reference for :func:`neuralgrok.ops.amplify` (always dense).
 
     Per tensor g: s = MLP(g) entrywise, p = softmax(s), g' = rescale * (p * g) / ||p * g||_2.
     The MLP is the Linear layers ``(weights[l], biases[l])`` with ``activation`` between them
@@ -157,6 +163,7 @@ def _amplify_tensor(grad, weights, biases, rescale, activation):
     return (rescale * u / norm).reshape(grad.shape)
 
 
-def virtual_step(params, updates, lrs):
-    """Reference for ``torch.ops.neuralgrok.virtual_step``: ``params[i] - lrs[i] * updates[i]``."""
+def virtual_step(params: Sequence[torch.Tensor], updates: Sequence[torch.Tensor],
+                 lrs: Sequence[float]) -> List[torch.Tensor]:
+    """Reference for :func:`neuralgrok.ops.virtual_step`: ``params[i] - lrs[i] * updates[i]``."""
     return [p - lr * u for p, u, lr in zip(params, updates, lrs)]
