@@ -14,7 +14,7 @@ source_tree = Path(sys.argv[1]).resolve()
 package = Path(neuralgrok.__file__).resolve().parent
 assert source_tree not in package.parents, f"neuralgrok was imported from the source tree: {package}"
 assert Path(sys.prefix).resolve() in package.parents, f"neuralgrok is not the venv's: {package}"
-for name in ("_build_info.json", "experiments/resnet.py", "experiments/cli.py"):
+for name in ("_build_info.json", "ops.py", "experiments/resnet.py", "experiments/cli.py", "optim/neuralgrok.py"):
     assert (package / name).is_file(), f"the wheel lacks neuralgrok/{name}"
 assert list(package.glob("_C*.so")), "the wheel lacks the extension module"
 assert neuralgrok.BUILD_INFO["torch_version"] == torch.__version__, (neuralgrok.BUILD_INFO, torch.__version__)

@@ -42,7 +42,8 @@ from pathlib import Path
 import torch
 
 from neuralgrok.storage.checkpoints import checkpoint_problem, previous_path, read_checkpoint
-from neuralgrok.experiments.loop import CHECKPOINT, TrainConfig, read_metrics
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.records import CHECKPOINT, read_metrics
 
 METHODS = ("baseline", "grokfast-ema", "grokfast-ma", "neuralgrok")
 FLAGS = ["--task", "a+b", "--p", "11", "--width", "32", "--depth", "1", "--steps", "300", "--batch-size", "16",

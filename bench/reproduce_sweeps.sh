@@ -10,5 +10,5 @@ make install
 .venv/bin/neuralgrok sweep "$@" --jobs "${JOBS:-1}"  # one pool, so a long run does not leave a core idle
 for sweep in "$@"; do
   out=$(.venv/bin/python -c 'import sys; from neuralgrok.experiments.sweeps import sweep_out; print(sweep_out(sys.argv[1]))' "$sweep")
-  .venv/bin/python -m neuralgrok.experiments.results export "$out" "results/$(basename "$out")"
+  .venv/bin/neuralgrok results export "$out" "results/$(basename "$out")"
 done

@@ -7,7 +7,8 @@ import pytest
 import neuralgrok
 from neuralgrok.experiments import cli
 from neuralgrok.experiments.demo import DEMO_METHODS
-from neuralgrok.experiments.loop import METRIC_COLUMNS, TrainConfig
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.records import METRIC_COLUMNS
 
 
 def run_cli(*args):

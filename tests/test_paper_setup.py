@@ -14,7 +14,9 @@ from neuralgrok.experiments.models import Transformer
 from neuralgrok.optim.normalize import Normalize
 from neuralgrok.experiments.tasks import inner_outer_test_split, number_of_examples
 from neuralgrok.storage.checkpoints import load_weights
-from neuralgrok.experiments.loop import SNAPSHOTS, TrainConfig, train
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.loop import train
+from neuralgrok.experiments.records import SNAPSHOTS
 
 # The official Table 1 setup for a+b mod 97 (papers.md), at a dozen steps, with the model's width 32
 # instead of 128 so that the test's dense amplifier (every gradient entry through the (128, 128) MLP)

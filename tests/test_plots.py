@@ -1,4 +1,4 @@
-"""neuralgrok.plots.draw_groups: a colour per group, a line per run, one legend entry per group."""
+"""neuralgrok.experiments.plots.draw_groups: a colour per group, a line per run, one legend entry per group."""
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure

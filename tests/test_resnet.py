@@ -1,4 +1,4 @@
-"""neuralgrok.resnet is torchvision's ResNet-18: same state-dict keys and shapes, same outputs from the same
+"""neuralgrok.experiments.resnet is torchvision's ResNet-18: same state-dict keys and shapes, same outputs from the same
 weights, same initialisation from the same seed. Compared with torchvision where it is installed (Debian's
 leg has python3-torchvision); the checks that need no torchvision run everywhere."""
 import pytest

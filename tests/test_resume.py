@@ -15,7 +15,9 @@ from neuralgrok.experiments import cli
 from neuralgrok.experiments.demo import DEMO_CONFIG
 from neuralgrok.storage.files import read_toml, to_toml
 from neuralgrok.storage.checkpoints import read_checkpoint
-from neuralgrok.experiments.loop import CHECKPOINT, METRIC_COLUMNS, TrainConfig, resume, train
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.loop import resume, train
+from neuralgrok.experiments.records import CHECKPOINT, METRIC_COLUMNS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Minibatches of 16 (about 4 per epoch) and checkpoints at odd steps, so a resume starts

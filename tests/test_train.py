@@ -12,8 +12,10 @@ from neuralgrok.optim.grokfast import Grokfast
 from neuralgrok.experiments.data import build_data
 from neuralgrok.experiments.models import EmbeddingMLP, NandaTransformer, evaluate
 from neuralgrok.experiments.tasks import all_examples, inner_outer_test_split
-from neuralgrok.experiments.loop import (METHODS, METRIC_COLUMNS, TrainConfig, TrainingBatches, register_method,
-                                         summarize, summary_table, train, validate_config)
+from neuralgrok.experiments.config import TrainConfig, validate_config
+from neuralgrok.experiments.loop import TrainingBatches, train
+from neuralgrok.experiments.methods import METHODS, register_method
+from neuralgrok.experiments.records import METRIC_COLUMNS, summarize, summary_table
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)
@@ -144,7 +146,7 @@ def test_grokfast_methods_wrap_adamw_with_the_configs_hyperparameters(method, ex
     config = TrainConfig(method=method, ema_alpha=0.9, ema_lamb=3.0, ma_window=7, ma_lamb=4.0)
     model = torch.nn.Linear(2, 2)
     base = torch.optim.AdamW(model.parameters())
-    optimizer = METHODS[method](base, model, config, None)
+    optimizer = METHODS[method].build(base, model, config, None)
     assert isinstance(optimizer, Grokfast) and optimizer.base_optimizer is base
     assert optimizer.mode == expected.pop("mode")
     assert optimizer.filter.hyperparameters() == expected

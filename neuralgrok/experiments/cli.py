@@ -6,11 +6,12 @@
     neuralgrok run --config configs/demo.toml --method neuralgrok --out runs/demo-ng
     neuralgrok run --task polygons --model resnet18 --optimizer adam --weight-decay 1e-4 --batch-size 200 --out runs/poly
     neuralgrok run --resume runs/ab97
-    neuralgrok sweep configs/sweep-demo.toml [...] [--jobs N] [--dry-run]   (see neuralgrok.sweep)
-    neuralgrok compare runs/sweep-demo [runs/other ...] [--out DIR]      (see neuralgrok.compare)
+    neuralgrok sweep configs/sweep-demo.toml [...] [--jobs N] [--dry-run]   (see neuralgrok.experiments.sweeps)
+    neuralgrok compare runs/sweep-demo [runs/other ...] [--out DIR]      (see neuralgrok.experiments.compare)
     neuralgrok analyze runs/ab97 [--grok-accuracy 0.95] [--smooth 1]    (see neuralgrok.measures.analyze)
+    neuralgrok results export|table|diff ...                            (see neuralgrok.experiments.results)
 
-``run`` has one flag per :class:`neuralgrok.train.TrainConfig` field, generated from the dataclass,
+``run`` has one flag per :class:`neuralgrok.experiments.config.TrainConfig` field, generated from the dataclass,
 so names, types and defaults are defined once. ``--config FILE.toml`` sets fields from a flat TOML
 file (``key = value`` per field, as a run's own ``config.toml``); flags given on the command line
 override it, the dataclass defaults fill in the rest. With ``--out``, a checkpoint is written every
@@ -22,61 +23,29 @@ as flags to the working directory. ``--out`` must not hold another run (``--over
 files first), nor be in use by another process.
 
 Exit status: 0 a finished run; 2 nothing was run: bad arguments, a config that fails
-:func:`neuralgrok.train.validate_config` (unknown or ill-typed keys, out-of-range or non-finite
+:func:`neuralgrok.experiments.config.validate_config` (unknown or ill-typed keys, out-of-range or non-finite
 values, missing files, an unavailable device), a refused or busy output directory, a damaged
 checkpoint (the message says what to do), each said in one line before anything is written;
 3 the run diverged (its loss or gradient became NaN or infinite: summary.json says where); 1 any
 other failure (a full disk, say; the run's last checkpoint stays intact for ``--resume``).
 """
 import argparse
-import dataclasses
 import json
 import sys
-import typing
 from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from ..allocator import keep_freed_memory
-from .data import EMBEDDING_INITS, MODELS, OPTIMIZERS, SPLITS, TASKS
-from .models import LOSSES
-from ..optim.neuralgrok import META_MODES
-from .tasks import LAYOUTS
-from ..version import version_text
 from ..storage.checkpoints import CheckpointError
 from ..storage.files import DirectoryInUseError, read_toml
-from .loop import (DIVERGED, METHODS, ConfigError, RunDirectoryError, TrainConfig, resolve_paths, resume,
-                    summary_table, train, validate_config)
+from ..version import version_text
+from .config import (ConfigError, TrainConfig, add_config_arguments, given_config_flags, resolve_paths,
+                     validate_config)
+from .loop import resume, train
+from .records import DIVERGED, EXIT_DIVERGED, RunDirectoryError, summary_table
 
-EXIT_DIVERGED = 3  # a run that ended with a NaN or infinite loss or gradient
 # What a run refuses before writing anything: exit status 2 with the message.
 REFUSALS = (ConfigError, RunDirectoryError, DirectoryInUseError, CheckpointError)
-
-
-CHOICES = {"task": lambda: TASKS, "method": lambda: sorted(METHODS), "layout": lambda: LAYOUTS,
-           "split": lambda: SPLITS, "model": lambda: MODELS, "embedding_init": lambda: EMBEDDING_INITS,
-           "loss": lambda: LOSSES, "optimizer": lambda: OPTIMIZERS, "meta_mode": lambda: META_MODES}
-
-
-def add_config_arguments(parser, defaults=TrainConfig()):  # noqa: B008  (read, never modified)
-    """One ``--field-name`` flag per TrainConfig field, typed from the dataclass. Flags not given
-    are absent from the parsed namespace (default SUPPRESS), so that only the flags a user passed
-    override a config file; the help shows the dataclass defaults."""
-    for config_field in dataclasses.fields(TrainConfig):
-        default = getattr(defaults, config_field.name)
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
-        options = {"dest": config_field.name, "default": argparse.SUPPRESS,
-                   "help": config_field.metadata.get("help", "") + f" (default: {shown.replace('%', '%%')})"}
-        if isinstance(default, bool):
-            options["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, tuple):
-            variadic = typing.get_args(config_field.type)[-1:] == (Ellipsis,)  # Tuple[int, ...]
-            options.update(nargs="+" if variadic else len(default), type=type(default[0]),
-                           metavar=config_field.name.upper() if variadic else
-                           tuple(f"{config_field.name.upper()}{i + 1}" for i in range(len(default))))
-        else:
-            options["type"] = type(default)
-        if config_field.name in CHOICES:
-            options["choices"] = CHOICES[config_field.name]()
-        parser.add_argument("--" + config_field.name.replace("_", "-"), **options)
 
 
 def refuse(parser: argparse.ArgumentParser, message: str) -> None:
@@ -86,12 +55,7 @@ def refuse(parser: argparse.ArgumentParser, message: str) -> None:
     sys.exit(2)
 
 
-def given_config_flags(arguments):
-    """The TrainConfig fields set on the command line."""
-    return {f.name: getattr(arguments, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(arguments, f.name)}
-
-
-def config_file_values(path, parser):
+def config_file_values(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
     """A TOML config file's fields, typed, its relative paths joined to its directory; unreadable
     files and bad keys exit with status 2."""
     try:
@@ -100,7 +64,7 @@ def config_file_values(path, parser):
         parser.error(f"--config {path}: {error}")
 
 
-def config_from_arguments(arguments, parser):
+def config_from_arguments(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainConfig:
     """The dataclass defaults, then ``--config``'s file, then the flags given."""
     values = config_file_values(arguments.config, parser) if getattr(arguments, "config", None) else {}
     values.update(given_config_flags(arguments))
@@ -112,7 +76,7 @@ def config_from_arguments(arguments, parser):
     return config
 
 
-def resume_run(arguments, parser):
+def resume_run(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> Dict[str, Any]:
     """``run --resume DIR``: finish the run in DIR, or say it is finished; returns its summary."""
     run_dir = Path(arguments.resume)
     extra = sorted(given_config_flags(arguments)) + [flag for flag in ("config", "out") if getattr(arguments, flag)]
@@ -139,22 +103,22 @@ def run_outcome(summary: dict) -> int:
     return 0
 
 
-def analyze_run(arguments, parser):
+def analyze_run(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``neuralgrok analyze RUN``: :func:`neuralgrok.measures.analyze` of ``RUN/metrics.csv``."""
-    from .. import measures  # imports pandas
+    from ..measures import analysis  # imports pandas
 
     metrics = Path(arguments.run) / "metrics.csv"
     if not metrics.is_file():
         parser.error(f"{metrics} does not exist; analyze takes a directory written by 'neuralgrok run --out'")
     if arguments.smooth < 1:
         parser.error(f"--smooth={arguments.smooth} must be at least 1")
-    table = measures.analyze(metrics, grok_accuracy=arguments.grok_accuracy, smooth=arguments.smooth)
+    table = analysis.analyze(metrics, grok_accuracy=arguments.grok_accuracy, smooth=arguments.smooth)
     print(table.to_string(index=False))
-    print(f"written to {measures.write_analysis(table, Path(arguments.run) / 'analysis.csv')}")
+    print(f"written to {analysis.write_analysis(table, Path(arguments.run) / 'analysis.csv')}")
     return 0
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuralgrok", description="Study and accelerate grokking.")
     # Not argparse's "version" action: it re-wraps the text to the terminal width.
     parser.add_argument("--version", action="store_true", help="print version and build information, then exit")
@@ -207,12 +171,16 @@ def build_parser():
                          help="grokking = first logged step with this test accuracy (default: %(default)s)")
     analyze.add_argument("--smooth", type=int, default=1,
                          help="running-median window applied before looking for the largest drop (default: %(default)s)")
+    results = commands.add_parser("results", help="export runs to results/, print the steps table, diff results",
+                                  description="The commands of neuralgrok.experiments.results: export, table, "
+                                              "diff (see 'neuralgrok results --help').", add_help=False)
+    results.add_argument("arguments", nargs=argparse.REMAINDER, help="export|table|diff ...")
     for command_parser in commands.choices.values():
         command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     """The ``neuralgrok`` command; returns the exit status (see the module docstring)."""
     parser = build_parser()
     try:
@@ -225,6 +193,11 @@ def main(argv=None):
 
 
 def _main(parser, argv):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["results"]:  # its own parser (export, table, diff), with its own --help
+        from . import results
+
+        return results.main(argv[1:])
     arguments = parser.parse_args(argv)
     if arguments.version:
         print(version_text())
@@ -261,9 +234,9 @@ def _main(parser, argv):
                 refuse(arguments.command_parser, str(error))
         return run_outcome(summary)
     if arguments.command == "sweep":
-        from . import sweeps as sweep  # it imports this module
+        from . import sweeps
 
-        return sweep.main(arguments, arguments.command_parser)
+        return sweeps.main(arguments, arguments.command_parser)
     if arguments.command == "compare":
         from . import compare  # imports matplotlib
 

@@ -10,7 +10,7 @@ Each argument is a run directory (it holds ``config.toml``) or a directory of th
 row per group: the config fields that differ between groups (task, method, ...), the number of
 seeds, the median and the range over seeds of the steps to 50/90/95/99% test accuracy, the
 median wall time and the median peak memory (``peak_rss_mib`` of summary.json: the run process's
-peak resident set size in MiB, see :func:`neuralgrok.train.peak_rss_mib`; "-" for runs written
+peak resident set size in MiB, see :func:`neuralgrok.experiments.records.peak_rss_mib`; "-" for runs written
 before it was recorded). It is printed and written to ``OUT/comparison.md`` and ``OUT/comparison.csv``;
 ``OUT/comparison_accuracy.png`` overlays the test-accuracy curves (a colour per group, a thin
 line per seed, log-x).
@@ -24,80 +24,26 @@ A run that never reached a threshold is never dropped: it counts as "more than i
 is the middle value, or the mean of the two middle values for an even count; a median involving
 an unreached run is a lower bound, shown with ">" (two seeds at 3,000 and never by 4,000: ``>3500``).
 """
+from typing import Any, Dict, List, Tuple, Union
+import argparse
 import csv
 import io
-import json
 import statistics
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
 
-from ..storage.files import atomic_write_text, read_toml
-from .loop import DIVERGED, TEST_ACCURACY_THRESHOLDS, TrainConfig, read_metrics
+from ..storage.files import atomic_write_text
+from .records import DIVERGED, TEST_ACCURACY_THRESHOLDS, CompareError, Run, load_runs
 
 THRESHOLD_KEYS = tuple(f"steps_to_test_{round(t * 100)}" for t in TEST_ACCURACY_THRESHOLDS)
 PEAK_MEMORY_KEY = "peak_rss_mib"
 
 
-class CompareError(ValueError):
-    """Arguments that name no comparable runs."""
-
-
-@dataclass
-class Run:
-    path: Path
-    config: Dict[str, object]
-    summary: Dict[str, object]
-    history: List[Dict[str, float]]
-
-
-def run_directories(paths):
-    """Each path itself if it is a run directory, else the run directories directly inside it."""
-    found = []
-    for path in map(Path, paths):
-        if (path / "config.toml").is_file():
-            found.append(path)
-            continue
-        inside = sorted(child for child in path.glob("*") if (child / "config.toml").is_file())
-        if not inside:
-            raise CompareError(f"{path} is neither a run directory nor a directory of runs")
-        found += inside
-    return found
-
-
-def read_config(run_dir):
-    """A run's ``config.toml`` as a dict, the fields it lacks (written before they existed) filled
-    with their defaults, which the run ran with; so such runs group with newer ones of the same settings."""
-    return {**TrainConfig.defaults(), **read_toml(Path(run_dir) / "config.toml")}
-
-
-def load_runs(paths, warn=lambda text: print(text, file=sys.stderr)):
-    runs = []
-    for directory in run_directories(paths):
-        if not (directory / "summary.json").is_file():
-            warn(f"warning: {directory} has no summary.json (unfinished?); left out")
-            continue
-        config = {key: tuple(value) if isinstance(value, list) else value  # hashable, for grouping
-                  for key, value in read_config(directory).items()}
-        summary = json.loads((directory / "summary.json").read_text())
-        mismatch = [key for key in ("method", "steps") if summary.get(key) != config[key]]
-        if mismatch:  # a run written over another before runs refused that: its summary is the old run's
-            warn(f"warning: {directory}: summary.json's {mismatch} differ from config.toml's (two runs mixed?); "
-                 f"left out")
-            continue
-        runs.append(Run(directory, config, summary, read_metrics(directory / "metrics.csv")))
-    if not runs:
-        raise CompareError("no finished runs to compare")
-    return runs
-
-
-def by_seed(runs):
+def by_seed(runs: List[Run]) -> List[Run]:
     """``runs`` sorted by their config's seed (a run without one counts as seed 0)."""
     return sorted(runs, key=lambda run: run.config.get("seed", 0))
 
 
-def group_runs(runs):
+def group_runs(runs: List[Run]) -> Tuple[List[str], Dict[Tuple[Any, ...], List[Run]]]:
     """``(fields, groups)``: the non-seed config fields that differ between runs, and the runs
     grouped by those fields' values (the same as by their whole config except the seed)."""
     keys = dict.fromkeys(key for run in runs for key in run.config if key != "seed")
@@ -108,13 +54,13 @@ def group_runs(runs):
     return fields, groups
 
 
-def steps_reached(runs, key):
+def steps_reached(runs: List[Run], key: str) -> List[Tuple[float, bool]]:
     """``(steps, unreached)`` per run, sorted; an unreached threshold counts as the steps budget."""
     return sorted((run.summary[key], False) if run.summary.get(key) is not None else (run.config["steps"], True)
                   for run in runs)
 
 
-def median_steps(ordered):
+def median_steps(ordered: List[Tuple[float, bool]]) -> Tuple[float, bool]:
     """Median of sorted ``(steps, unreached)`` pairs, itself such a pair (unreached: a lower bound)."""
     low, high = ordered[(len(ordered) - 1) // 2], ordered[len(ordered) // 2]
     return (low[0] + high[0]) / 2, low[1] or high[1]
@@ -135,7 +81,7 @@ def diverged(run: Run) -> bool:
     return run.summary.get("stop_reason") == DIVERGED
 
 
-def group_row(fields, label, runs, with_diverged=False):
+def group_row(fields: List[str], label: Tuple[Any, ...], runs: List[Run], with_diverged: bool = False) -> Dict[str, str]:
     """One group's cells, keyed by CSV column name (``with_diverged``: a ``diverged`` column, the count)."""
     row = {field: "-".join(map(str, v)) if isinstance(v, tuple) else str(v) for field, v in zip(fields, label)}
     row["seeds"] = str(len(runs))
@@ -150,7 +96,8 @@ def group_row(fields, label, runs, with_diverged=False):
     return row
 
 
-def csv_text(rows):
+def csv_text(rows: List[Dict[str, str]]) -> str:
+    """``rows`` (dicts with the same keys) as CSV text, a header line first."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -158,7 +105,7 @@ def csv_text(rows):
     return buffer.getvalue()
 
 
-def markdown_text(fields, rows):
+def markdown_text(fields: List[str], rows: List[Dict[str, str]]) -> str:
     """An aligned Markdown table; each threshold's range is shown as [min, max]."""
     counts = [DIVERGED] if rows and DIVERGED in rows[0] else []
     header = [*fields, "seeds", *counts]
@@ -178,7 +125,7 @@ def markdown_text(fields, rows):
     return "\n".join(lines) + "\n"
 
 
-def compare(paths, out_dir):
+def compare(paths: List[Union[str, Path]], out_dir: Union[str, Path]) -> str:
     """Write ``comparison.csv``, ``comparison.md`` and ``comparison_accuracy.png`` under ``out_dir``;
     return the Markdown table."""
     out_dir = Path(out_dir)
@@ -189,14 +136,14 @@ def compare(paths, out_dir):
     markdown = markdown_text(fields, rows)
     atomic_write_text(out_dir / "comparison.csv", csv_text(rows))
     atomic_write_text(out_dir / "comparison.md", markdown)
-    from .plots import plot_groups  # matplotlib (the plots extra): only here, so neuralgrok.results needs none
+    from .plots import plot_groups  # matplotlib (the plots extra): only here, so neuralgrok.experiments.results needs none
 
     plot_groups({", ".join(f"{field}={row[field]}" for field in fields) or "all runs": [run.history for run in group]
                  for row, group in zip(rows, groups.values())}, out_dir / "comparison_accuracy.png")
     return markdown
 
 
-def main(arguments, parser):
+def main(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``neuralgrok compare`` command; returns the exit status."""
     out_dir = arguments.out
     if out_dir is None:

@@ -9,10 +9,13 @@ Runs every method of :data:`DEMO_METHODS` on the same task, seed and model
 """
 import dataclasses
 from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
 
 from ..storage.files import atomic_write_text
+from .config import TrainConfig, validate_config
+from .loop import RunResult, train
 from .plots import plot_runs
-from .loop import RunDirectoryError, TrainConfig, run_files, summary_table, train, validate_config
+from .records import RunDirectoryError, run_files, summary_table
 
 # Chosen by experiment (docs/demo-config.md lists every run tried): with full batches Grokfast
 # slowed grokking under AdamW with weight decay 1.0; with batches of 512 the baseline memorises
@@ -26,11 +29,12 @@ DEMO_CONFIG = TrainConfig(task="a+b", p=47, train_fraction=0.5, seed=0, width=64
 DEMO_METHODS = ("baseline", "grokfast-ema", "grokfast-ma", "neuralgrok")
 
 
-def run_demo(out_dir, steps=None, progress=True, methods=DEMO_METHODS, overwrite=False):
+def run_demo(out_dir: Union[str, Path], steps: Optional[int] = None, progress: bool = True,
+             methods: Sequence[str] = DEMO_METHODS, overwrite: bool = False) -> Tuple[List[RunResult], str]:
     """Train each method on :data:`DEMO_CONFIG` (``steps`` overrides its length); return
     ``(results, table)``. Every config and run directory is checked before the first run: a
     directory that holds a run (an earlier demo's) raises
-    :class:`neuralgrok.train.RunDirectoryError` unless ``overwrite``."""
+    :class:`neuralgrok.experiments.records.RunDirectoryError` unless ``overwrite``."""
     out_dir = Path(out_dir)
     configs = [dataclasses.replace(DEMO_CONFIG, method=method, steps=DEMO_CONFIG.steps if steps is None else steps)
                for method in methods]

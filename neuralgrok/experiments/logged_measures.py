@@ -10,11 +10,12 @@ MED measures both ranges (Gu et al.'s D_1 and D_2, combined as (D_1 + D_2) / 2).
 requested measures are unknown or do not apply to a config.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from .. import measures
+from .data import RunData, task_of
 from .tasks import OPERATIONS
 
 
@@ -26,7 +27,7 @@ class MeasureInput:
 
     model: torch.nn.Module
     config: object
-    data: object  # neuralgrok.build.RunData
+    data: RunData
     inputs: Optional[torch.Tensor]
     logits: torch.Tensor
     _cache: Dict[str, object] = field(default_factory=dict)
@@ -37,18 +38,18 @@ class MeasureInput:
         return self._cache[key]
 
     @property
-    def embedding(self):
+    def embedding(self) -> torch.Tensor:
         return self.model.token_embedding.weight
 
-    def med(self):
+    def med(self) -> measures.MEDResult:
         return self._once("med", lambda: measures.med(self.embedding, self.config.p,
                                                       ranges=self.data.layout.operand_offsets))
 
-    def logit_table(self):
+    def logit_table(self) -> torch.Tensor:
         return self._once("table", lambda: measures.assemble_logit_table(
             self.data.layout.decode(self.inputs).cpu(), self.logits, self.config.p))
 
-    def key_frequencies(self):
+    def key_frequencies(self) -> List[int]:
         """Detected from the first operand's embedding rows (seed-dependent, never fixed)."""
         return self._once("keys", lambda: measures.key_frequencies(measures.fourier_norms(self.embedding,
                                                                                           self.config.p)))
@@ -123,12 +124,12 @@ MEASURES = {
 
 
 def _why_not(name, config):
-    if MEASURES[name].tokens and config.task not in OPERATIONS:
+    if MEASURES[name].tokens and task_of(config).inputs != "tokens":
         return f"it measures a modular task's tokens (got task={config.task!r})"
     return MEASURES[name].why_not(config)
 
 
-def measure_problems(names, config):
+def measure_problems(names: List[str], config: Any) -> List[str]:
     """Messages for the ``names`` that are unknown or do not apply to ``config`` (empty if none)."""
     unknown = [name for name in names if name not in MEASURES]
     if unknown:
@@ -138,11 +139,12 @@ def measure_problems(names, config):
             f"are {valid}" for name in names if _why_not(name, config) is not None]
 
 
-def needs_all_pairs(names):
+def needs_all_pairs(names: List[str]) -> bool:
+    """Whether any of the measures ``names`` needs the logits of every pair of the task."""
     return any(MEASURES[name].all_pairs for name in names)
 
 
-def compute_measures(names, seen):
+def compute_measures(names: List[str], seen: MeasureInput) -> Dict[str, float]:
     """``{name: value}`` of the measures ``names`` at the step ``seen`` describes."""
     with torch.no_grad():
         return {name: float(MEASURES[name].compute(seen)) for name in names}

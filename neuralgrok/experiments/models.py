@@ -14,15 +14,20 @@ token embeddings. All three take ``init_scale`` (multiplies every trained weight
 
 Example::
 
-    from neuralgrok.models import Transformer, evaluate
+    from neuralgrok.experiments.models import Transformer, evaluate
     model = Transformer(vocab_size=49, num_classes=47, sequence_length=4, width=128, depth=2, heads=4)
     loss, accuracy = evaluate(model, data.test_inputs, data.test_labels)
 """
 import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import polygons
+from .tasks import TokenLayout
 
 
 BLOCKS = ("prenorm", "official")
@@ -63,6 +68,23 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+def add_embeddings(module: nn.Module, vocab_size: int, sequence_length: int, width: int, heads: int) -> None:
+    """Give a transformer ``module`` its token embedding ``(vocab_size, width)`` and its learned position
+    embedding ``(sequence_length, width)``, in that order (the order of their draws from the global RNG),
+    after checking that ``heads`` divides ``width``."""
+    if width % heads:
+        raise ValueError(f"width={width} must be divisible by heads={heads}")
+    module.token_embedding = nn.Embedding(vocab_size, width)
+    module.position_embedding = nn.Embedding(sequence_length, width)
+
+
+def add_causal_mask(module: nn.Module, sequence_length: int) -> None:
+    """Register ``module.causal_mask``, ``(T, T)`` bool, True above the diagonal: position i may not attend
+    to a later position j > i (not saved in state dicts)."""
+    mask = torch.triu(torch.ones(sequence_length, sequence_length, dtype=torch.bool), diagonal=1)
+    module.register_buffer("causal_mask", mask, persistent=False)
+
+
 class Transformer(nn.Module):
     """Causal transformer classifying a token sequence by its last position.
 
@@ -73,16 +95,11 @@ class Transformer(nn.Module):
     def __init__(self, vocab_size, num_classes, sequence_length, width=128, depth=2, heads=4,
                  init_scale=1.0, embedding=None, embedding_seed=0, block="prenorm"):
         super().__init__()
-        if width % heads:
-            raise ValueError(f"width={width} must be divisible by heads={heads}")
-        self.token_embedding = nn.Embedding(vocab_size, width)
-        self.position_embedding = nn.Embedding(sequence_length, width)
+        add_embeddings(self, vocab_size, sequence_length, width, heads)
         self.blocks = nn.ModuleList(Block(width, heads, block) for _ in range(depth))
         self.final_norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, num_classes, bias=False)
-        # True above the diagonal = position i may not attend to a later position j > i.
-        mask = torch.triu(torch.ones(sequence_length, sequence_length, dtype=torch.bool), diagonal=1)
-        self.register_buffer("causal_mask", mask, persistent=False)
+        add_causal_mask(self, sequence_length)
         # embedding=None keeps PyTorch's N(0, 1) token embedding (and draws nothing more).
         if embedding is not None:
             init_token_embedding(self.token_embedding, embedding, embedding_seed)
@@ -109,7 +126,7 @@ class Transformer(nn.Module):
 EMBEDDINGS = ("gaussian", "onehot_fixed", "toeplitz")
 
 
-def toeplitz_embedding(vocab_size, width, seed=0):
+def toeplitz_embedding(vocab_size: int, width: int, seed: int = 0) -> torch.Tensor:
     """Gu et al.'s Toeplitz init as a ``(vocab_size, width)`` embedding weight: T = toeplitz(r, r) for
     r ~ U[0, 1)^width drawn from ``seed``, W_E = T[:, :vocab] / sqrt(width); T is symmetric, so the
     embedding rows are T[:vocab] / sqrt(width)."""
@@ -120,7 +137,7 @@ def toeplitz_embedding(vocab_size, width, seed=0):
 
 
 @torch.no_grad()
-def init_token_embedding(embedding, kind, seed=0):
+def init_token_embedding(embedding: nn.Embedding, kind: str, seed: int = 0) -> None:
     """Re-initialise an ``nn.Embedding`` in place: ``"gaussian"`` N(0, 1/width); ``"onehot_fixed"``
     row t = e_t and frozen (width >= vocabulary); ``"toeplitz"`` :func:`toeplitz_embedding` (``seed``)."""
     vocab_size, width = embedding.weight.shape
@@ -138,7 +155,7 @@ def init_token_embedding(embedding, kind, seed=0):
 
 
 @torch.no_grad()
-def scale_weights(module, scale):
+def scale_weights(module: nn.Module, scale: float) -> None:
     """Multiply every trained weight matrix (2-D or more) of ``module`` by ``scale``; frozen ones
     (the fixed one-hot embedding) and vectors (biases, LayerNorm gains) are left alone."""
     for parameter in module.parameters():
@@ -188,14 +205,10 @@ class NandaTransformer(nn.Module):
     def __init__(self, vocab_size, num_classes, sequence_length, width=128, depth=2, heads=4, mlp_width=512,
                  init_scale=1.0, embedding="gaussian", embedding_seed=0):
         super().__init__()
-        if width % heads:
-            raise ValueError(f"width={width} must be divisible by heads={heads}")
-        self.token_embedding = nn.Embedding(vocab_size, width)
-        self.position_embedding = nn.Embedding(sequence_length, width)
+        add_embeddings(self, vocab_size, sequence_length, width, heads)
         self.blocks = nn.ModuleList(NandaBlock(width, heads, mlp_width) for _ in range(depth))
         self.head = nn.Linear(width, num_classes, bias=False)
-        mask = torch.triu(torch.ones(sequence_length, sequence_length, dtype=torch.bool), diagonal=1)
-        self.register_buffer("causal_mask", mask, persistent=False)
+        add_causal_mask(self, sequence_length)
         with torch.no_grad():
             for parameter in self.parameters():
                 if parameter.dim() >= 2:
@@ -252,24 +265,26 @@ def _loss(logits, labels, loss, reduction):
     raise ValueError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
 
 
-def answer_loss(model, inputs, labels, loss="ce"):
+def answer_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                loss: str = "ce") -> Tuple[torch.Tensor, torch.Tensor]:
     """Loss of the answer token, and the logits it came from: ``"ce"`` cross-entropy, or ``"mse"`` the
     mean squared error between the logits and the one-hot answer (mean over examples and classes)."""
     logits = model(inputs)
     return _loss(logits, labels, loss, "mean"), logits
 
 
-def example_losses(logits, labels, loss="ce"):
+def example_losses(logits: torch.Tensor, labels: torch.Tensor, loss: str = "ce") -> torch.Tensor:
     """Each example's answer loss ``(N,)`` (see :func:`answer_loss`), for means over parts of a batch."""
     return _loss(logits, labels, loss, "none")
 
 
-def accuracy(logits, labels):
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of rows of ``logits`` (N, C) whose argmax is the label (N,)."""
     return (logits.argmax(dim=-1) == labels).float().mean().item()
 
 
 @torch.no_grad()
-def evaluate(model, inputs, labels, loss="ce"):
+def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, loss: str = "ce") -> Tuple[float, float]:
     """Loss and accuracy over a whole split in one vectorised pass: ``(loss, accuracy)`` as floats."""
     was_training = model.training
     model.eval()
@@ -278,3 +293,72 @@ def evaluate(model, inputs, labels, loss="ce"):
     finally:
         model.train(was_training)
     return value.item(), accuracy(logits, labels)
+
+
+# -- the models a run can train, each described by a Model record ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model the runner can train.
+
+    Attributes:
+        name: its name in configs (``model = "..."``).
+        build: ``(config, layout, sequence_length) -> nn.Module``, drawing its initialisation from the
+            global torch RNG; ``layout`` is the task's :class:`~neuralgrok.experiments.tasks.TokenLayout`
+            (None for images).
+        inputs: ``"tokens"`` or ``"images"``: the tasks it goes with give these
+            (:class:`neuralgrok.experiments.data.Task`).
+    """
+
+    name: str
+    build: Callable[[Any, Optional[TokenLayout], int], nn.Module]
+    inputs: str = "tokens"
+
+
+MODELS: Dict[str, Model] = {}
+
+
+def register_model(name: str, build: Callable[[Any, Optional[TokenLayout], int], nn.Module], *,
+                   inputs: str = "tokens") -> Model:
+    """Register a model under ``name`` (see :class:`Model`) and return its record."""
+    if name in MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    MODELS[name] = Model(name, build, inputs)
+    return MODELS[name]
+
+
+def build_model(config: Any, layout: Optional[TokenLayout], sequence_length: int) -> nn.Module:
+    """The config's model for ``layout``'s vocabulary, drawn from the global torch RNG."""
+    return MODELS[config.model].build(config, layout, sequence_length)
+
+
+def _token_model_options(config: Any) -> Tuple[Dict[str, Any], Optional[str]]:
+    return dict(init_scale=config.init_scale, embedding_seed=config.seed), (
+        None if config.embedding_init == "default" else config.embedding_init)
+
+
+def _transformer(config, layout, sequence_length):
+    common, embedding = _token_model_options(config)
+    return Transformer(layout.vocab_size, config.p, sequence_length, width=config.width, depth=config.depth,
+                       heads=config.heads, embedding=embedding, block=config.block, **common)
+
+
+def _nanda(config, layout, sequence_length):
+    common, embedding = _token_model_options(config)
+    return NandaTransformer(layout.vocab_size, config.p, sequence_length, width=config.width, depth=config.depth,
+                            heads=config.heads, mlp_width=config.mlp_width, embedding=embedding or "gaussian",
+                            **common)
+
+
+def _mlp(config, layout, sequence_length):
+    common, embedding = _token_model_options(config)
+    return EmbeddingMLP(layout.vocab_size, config.p, sequence_length, width=config.width, hidden=config.mlp_width,
+                        embedding=embedding or "gaussian", **common)
+
+
+register_model("transformer", _transformer)
+register_model("nanda", _nanda)
+register_model("mlp", _mlp)
+register_model("resnet18", lambda config, layout, sequence_length: polygons.resnet18(
+    weights_path=config.weights_path or None), inputs="images")

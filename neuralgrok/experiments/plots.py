@@ -5,9 +5,10 @@ backend of an interactive session.
 
 Example::
 
-    from neuralgrok.plots import plot_runs
+    from neuralgrok.experiments.plots import plot_runs
     plot_runs({"baseline": baseline.history, "grokfast-ema": ema.history}, "runs/demo")
 """
+from typing import Any, Dict, List, Optional, Sequence, Union
 from pathlib import Path
 
 try:
@@ -50,7 +51,7 @@ def _finish(figure, axes, path, title, ylabel, log_y=False):
     return path
 
 
-def style_axes(axes, title, ylabel, log_y=False, xlabel="optimisation step"):
+def style_axes(axes: Any, title: str, ylabel: str, log_y: bool = False, xlabel: str = "optimisation step") -> None:
     """The style every plot shares: log-x (steps), grid, legend (also for a notebook's own axes)."""
     axes.set_xscale("log")
     if log_y:
@@ -62,7 +63,8 @@ def style_axes(axes, title, ylabel, log_y=False, xlabel="optimisation step"):
     axes.legend(fontsize="small")
 
 
-def draw_groups(axes, groups, column="test_accuracy", style="-", x="step", colors=None):
+def draw_groups(axes: Any, groups: Dict[str, List[List[Dict[str, float]]]], column: str = "test_accuracy",
+                style: str = "-", x: str = "step", colors: Optional[Sequence[str]] = None) -> Any:
     """Draw ``column`` of groups of runs against ``x`` (a metrics column, e.g. ``wall_time_s``) on
     ``axes``: one colour per group, a thin line per run.
 
@@ -82,7 +84,8 @@ def draw_groups(axes, groups, column="test_accuracy", style="-", x="step", color
     return axes
 
 
-def plot_groups(groups, path, title="test accuracy"):
+def plot_groups(groups: Dict[str, List[List[Dict[str, float]]]], path: Union[str, Path],
+                title: str = "test accuracy") -> Union[str, Path]:
     """Test accuracy of groups of runs on one log-x axis (see :func:`draw_groups`), saved to ``path``."""
     figure = Figure(figsize=(7, 4.2))
     axes = figure.add_subplot()
@@ -90,10 +93,10 @@ def plot_groups(groups, path, title="test accuracy"):
     return _finish(figure, axes, path, title, "test accuracy")
 
 
-def plot_runs(histories, out_dir, title=""):
+def plot_runs(histories: Dict[str, List[Dict[str, float]]], out_dir: Union[str, Path], title: str = "") -> List[Path]:
     """Write ``accuracy.png``, ``loss.png`` and ``age.png`` under ``out_dir``; return their paths.
 
-    ``histories`` maps a method name to its list of metric rows (see ``neuralgrok.train``).
+    ``histories`` maps a method name to its list of metric rows (see :mod:`neuralgrok.experiments.records`).
     """
     out_dir = Path(out_dir)
     prefix = f"{title}: " if title else ""

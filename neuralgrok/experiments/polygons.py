@@ -1,5 +1,5 @@
 """The polygon-counting image task of Gu et al. ("Beyond Progress Measures", arXiv 2504.03162), and
-the ResNet-18 they train on it (torchvision's, as :mod:`neuralgrok.resnet`).
+the ResNet-18 they train on it (torchvision's, as :mod:`neuralgrok.experiments.resnet`).
 
 Each image is white with a 2x2 grid of cells; each cell is blank or holds a regular polygon with 3..12
 sides (1-pixel black outline, a spoke from the centre to every vertex, the first vertex at angle 0,
@@ -34,7 +34,7 @@ files are written atomically.
 
 Example (the paper's recipe: Adam lr 1e-3, weight decay 1e-4, batch 200)::
 
-    from neuralgrok.polygons import polygon_split, resnet18
+    from neuralgrok.experiments.polygons import polygon_split, resnet18
     train_x, train_y, test_x, test_y = polygon_split(image_size=64, train_fraction=0.25, seed=0)
     model = resnet18()                       # (batch, 3, 64, 64) -> (batch, 47) logits
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -42,6 +42,7 @@ Example (the paper's recipe: Adam lr 1e-3, weight decay 1e-4, batch 200)::
 The runner trains it as ``neuralgrok run --task polygons --model resnet18 ...``; the paper's setup is
 ``neuralgrok run --config configs/grokking_insight/polygons_resnet18.toml --out runs/gi-polygons``.
 """
+from typing import List, Optional, Sequence, Tuple, Union
 import hashlib
 import itertools
 import json
@@ -68,19 +69,19 @@ MEAN, STD = 0.449, 0.226  # ImageNet's per-channel means (0.485, 0.456, 0.406) a
 MIN_IMAGE_SIZE = 16
 
 
-def combinations():
+def combinations() -> List[Tuple[int, ...]]:
     """All ``(14641, 4)`` ordered cell contents (sides per cell, 0 = blank), cell 0 varying slowest."""
     return np.array(list(itertools.product(SIDES, repeat=CELLS)), dtype=np.int64)
 
 
-def labels(cell_sides):
+def labels(cell_sides: Sequence[Sequence[int]]) -> torch.Tensor:
     """Class indices ``(N,)`` of an ``(N, 4)`` array of sides per cell: 0 for all blank, else
     total sides - 2 (totals 1 and 2 cannot occur)."""
     totals = np.asarray(cell_sides, dtype=np.int64).sum(axis=1)
     return np.where(totals == 0, 0, totals - 2)
 
 
-def polygon(cell, sides, image_size, faithful=False):
+def polygon(cell: int, sides: int, image_size: int, faithful: bool = False) -> List[Tuple[float, float]]:
     """``(centre, vertices)``: pixel coordinates ``(x, y)`` of the centre and the list of vertices of
     the polygon with ``sides`` sides in ``cell`` (0..3)."""
     half = image_size / 2  # the cell size
@@ -93,7 +94,7 @@ def polygon(cell, sides, image_size, faithful=False):
     return (cx, cy), [(cx + radius * math.cos(a), cy + radius * math.sin(a)) for a in angles]
 
 
-def draw(cell_sides, image_size=64, faithful=False):
+def draw(cell_sides: Sequence[int], image_size: int = 64, faithful: bool = False) -> np.ndarray:
     """One image as an ``(S, S)`` uint8 array (255 white, 0 black) for 4 cell contents."""
     from PIL import Image, ImageDraw
 
@@ -112,7 +113,7 @@ def draw(cell_sides, image_size=64, faithful=False):
     return np.asarray(image, dtype=np.uint8)
 
 
-def generate_images(image_size=64, faithful=False, progress=True):
+def generate_images(image_size: int = 64, faithful: bool = False, progress: bool = True) -> np.ndarray:
     """Draw all 14,641 images: ``(14641, S, S)`` uint8, in :func:`combinations` order."""
     from tqdm import tqdm
 
@@ -125,14 +126,14 @@ def generate_images(image_size=64, faithful=False, progress=True):
     return images
 
 
-def default_cache_dir():
+def default_cache_dir() -> Path:
     """``$NEURALGROK_CACHE``, else ``$XDG_CACHE_HOME/neuralgrok``, else ``~/.cache/neuralgrok``."""
     if os.environ.get("NEURALGROK_CACHE"):
         return Path(os.environ["NEURALGROK_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "neuralgrok"
 
 
-def cache_path(image_size=64, faithful=False, cache_dir=None):
+def cache_path(image_size: int = 64, faithful: bool = False, cache_dir: Optional[Union[str, Path]] = None) -> Path:
     """Where :func:`load_images` keeps the images for these parameters (the ``.json`` lies beside it)."""
     parameters = {"version": GENERATOR_VERSION, "image_size": image_size, "faithful": bool(faithful),
                   "radius_fraction": RADIUS_FRACTION, "sides": SIDES}
@@ -141,7 +142,8 @@ def cache_path(image_size=64, faithful=False, cache_dir=None):
     return Path(cache_dir if cache_dir is not None else default_cache_dir()) / name
 
 
-def load_images(image_size=64, faithful=False, cache_dir=None, progress=True):
+def load_images(image_size: int = 64, faithful: bool = False, cache_dir: Optional[Union[str, Path]] = None,
+                progress: bool = True) -> np.ndarray:
     """All images ``(14641, S, S)`` uint8, from the cache when it holds a verified copy, else drawn and
     cached (see the module docstring)."""
     check_image_size(image_size)
@@ -160,7 +162,7 @@ def load_images(image_size=64, faithful=False, cache_dir=None, progress=True):
     return images
 
 
-def split_indices(n, train_fraction=0.25, seed=0):
+def split_indices(n: int, train_fraction: float = 0.25, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """A shuffle of ``range(n)`` by ``seed`` (its own generator, global RNG untouched): the first
     ``round(train_fraction * n)`` indices train, the rest test."""
     if not 0.0 < train_fraction < 1.0:
@@ -172,7 +174,9 @@ def split_indices(n, train_fraction=0.25, seed=0):
     return order[:n_train], order[n_train:]
 
 
-def polygon_split(image_size=64, train_fraction=0.25, seed=0, faithful=False, cache_dir=None, progress=True):
+def polygon_split(image_size: int = 64, train_fraction: float = 0.25, seed: int = 0, faithful: bool = False,
+                  cache_dir: Optional[Union[str, Path]] = None,
+                  progress: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(train_x, train_y, test_x, test_y)``: images ``(N, 3, S, S)`` float32, normalised, the channel
     expanded as a view; labels ``(N,)`` long class indices. Defaults: 3,660 train, 10,981 test.
     ``progress``: a progress bar while the images are drawn (once per size, before they are cached)."""
@@ -187,8 +191,8 @@ def polygon_split(image_size=64, train_fraction=0.25, seed=0, faithful=False, ca
     return (*take(train), *take(test))
 
 
-def resnet18(num_classes=NUM_CLASSES, weights_path=None):
-    """ResNet-18 as torchvision defines it (:mod:`neuralgrok.resnet`, no torchvision needed; standard ImageNet
+def resnet18(num_classes: int = NUM_CLASSES, weights_path: Optional[Union[str, Path]] = None) -> torch.nn.Module:
+    """ResNet-18 as torchvision defines it (:mod:`neuralgrok.experiments.resnet`, no torchvision needed; standard ImageNet
     stem: 7x7 stride-2 convolution and max pooling, kept for small images too, so ImageNet weights fit and the
     model stays the paper's; at 64 px the last feature map is 2x2), randomly initialised as torchvision does.
     Nothing is downloaded: ``weights_path`` names a local state dict (e.g. torchvision's
@@ -253,7 +257,7 @@ def _sha256(array):
     return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
 
 
-def check_image_size(image_size):
+def check_image_size(image_size: int) -> None:
     """TypeError or ValueError unless ``image_size`` is an even int of at least :data:`MIN_IMAGE_SIZE`."""
     if isinstance(image_size, bool) or not isinstance(image_size, int):
         raise TypeError(f"image_size must be an int, not {type(image_size).__name__}")

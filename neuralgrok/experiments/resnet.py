@@ -12,18 +12,19 @@ convolutions in ``modules()`` order, batch norm weight 1 and bias 0), so ``torch
 
 Standard ImageNet stem (7x7 stride-2 convolution, max pooling): at 64 px the last feature map is 2x2.
 """
+from typing import Any
 import torch
 from torch import nn
 
 __all__ = ["BasicBlock", "ResNet", "resnet18"]
 
 
-def conv3x3(in_planes, out_planes, stride=1):
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding 1, no bias."""
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
-def conv1x1(in_planes, out_planes, stride=1):
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     """1x1 convolution, no bias."""
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
@@ -105,6 +106,6 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(num_classes=1000, **kwargs):
+def resnet18(num_classes: int = 1000, **kwargs: Any) -> "ResNet":
     """ResNet-18, randomly initialised as torchvision's ``resnet18(weights=None, num_classes=...)``."""
     return ResNet((2, 2, 2, 2), num_classes=num_classes, **kwargs)

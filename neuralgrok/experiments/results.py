@@ -11,16 +11,16 @@ and seconds to each threshold read from the copy are those of the full run. Noth
 Commands::
 
     neuralgrok sweep configs/sweep-demo.toml                                      # the runs
-    python -m neuralgrok.results export runs/sweep-demo results/sweep-demo         # their small copies
-    python -m neuralgrok.results export --finished-only runs/sweep-x results/sweep-x  # those done so far
-    python -m neuralgrok.results table results/sweep-demo results/sweep-neuralgrok-tasks   # README's table
-    python -m neuralgrok.results diff results/sweep-demo /tmp/clone/results/sweep-demo  # a regeneration agrees?
+    neuralgrok results export runs/sweep-demo results/sweep-demo         # their small copies
+    neuralgrok results export --finished-only runs/sweep-x results/sweep-x  # those done so far
+    neuralgrok results table results/sweep-demo results/sweep-neuralgrok-tasks   # README's table
+    neuralgrok results diff results/sweep-demo /tmp/clone/results/sweep-demo  # a regeneration agrees?
 
 Reading them back (a results directory is laid out like a sweep directory, so
 ``neuralgrok compare results/sweep-demo --out DIR`` works on it too)::
 
-    from neuralgrok import results
-    runs = results.load("results/sweep-demo")              # neuralgrok.compare.Run objects
+    from neuralgrok.experiments import results
+    runs = results.load("results/sweep-demo")              # neuralgrok.experiments.records.Run objects
     by_method = results.by_field(runs, "method")           # {"baseline": [run, ...], ...}
     seeds = results.matching(runs, method="baseline")      # one group of seeds, in seed order
     results.steps_text(seeds, 0.95)                        # their median steps to 95%: "3,040"
@@ -29,6 +29,7 @@ Reading them back (a results directory is laid out like a sweep directory, so
 A notebook in quick mode (``NEURALGROK_QUICK=1``) regenerates a tiny version of the same sweep live
 with :func:`regenerate` and reads it through the same path.
 """
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 import argparse
 import csv
 import json
@@ -41,14 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import (PEAK_MEMORY_KEY, by_seed, group_runs, load_runs, median_steps, read_config,
-                      run_directories, steps_reached)
 from ..storage.files import atomic_write, atomic_write_text, read_toml, to_toml, toml_value
+from .compare import PEAK_MEMORY_KEY, by_seed, group_runs, median_steps, steps_reached
+from .config import PATH_FIELDS
+from .methods import METHODS
+from .records import (MEMORISATION_ACCURACY, SNAPSHOTS, TEST_ACCURACY_THRESHOLDS, Run, first_step, load_runs, metrics_csv,
+                      read_config, read_metrics, run_directories)
 from .sweeps import SWEEP_KEYS, load_sweep, run_sweep
 from .tasks import OPERATIONS
-from .loop import (METHODS, MEMORISATION_ACCURACY, PATH_FIELDS, SNAPSHOTS,
-                    TEST_ACCURACY_THRESHOLDS, first_step, metrics_csv,
-                    read_metrics)
 
 DEFAULT_MAX_ROWS = 200
 COPIED_FILES = ("config.toml", "summary.json")  # copied verbatim; metrics.csv is downsampled
@@ -56,7 +57,7 @@ COPIED_BINARIES = ("amplifier.pt",)  # copied verbatim where a run has them, wit
 MACHINE_FIELDS = ("wall_time_s", "peak_rss_mib", "build")  # what the same run on another machine changes
 
 
-def threshold_rows(history):
+def threshold_rows(history: List[Dict[str, float]]) -> Set[int]:
     """Indices of the first rows reaching each test-accuracy threshold and the memorisation accuracy."""
     wanted = [("test_accuracy", threshold) for threshold in TEST_ACCURACY_THRESHOLDS]
     wanted.append(("train_accuracy", MEMORISATION_ACCURACY))
@@ -64,7 +65,7 @@ def threshold_rows(history):
     return {index for index, row in enumerate(history) if row["step"] in steps}
 
 
-def downsample(history, max_rows=DEFAULT_MAX_ROWS):
+def downsample(history: List[Dict[str, float]], max_rows: int = DEFAULT_MAX_ROWS) -> List[Dict[str, float]]:
     """At most ``max_rows`` of ``history``'s rows, in order: the first and the last, every threshold
     crossing (:func:`threshold_rows`) and, filling the rest, the rows nearest to log-spaced steps
     (as many of those as fit: several targets near the start share a row)."""
@@ -96,7 +97,7 @@ def _nearest(sorted_values, count):
     return np.where(targets - sorted_values[below] <= sorted_values[above] - targets, below, above)
 
 
-def export_run(run_dir, dest_dir, max_rows=DEFAULT_MAX_ROWS):
+def export_run(run_dir: Union[str, Path], dest_dir: Union[str, Path], max_rows: int = DEFAULT_MAX_ROWS) -> Path:
     """Copy the finished run ``run_dir`` to ``dest_dir`` (see the module docstring); return ``dest_dir``."""
     run_dir, dest_dir = Path(run_dir), Path(dest_dir)
     missing = [name for name in (*COPIED_FILES, "metrics.csv") if not (run_dir / name).is_file()]
@@ -114,7 +115,8 @@ def export_run(run_dir, dest_dir, max_rows=DEFAULT_MAX_ROWS):
     return dest_dir
 
 
-def export_runs(paths, dest_dir, max_rows=DEFAULT_MAX_ROWS, finished_only=False):
+def export_runs(paths: List[Union[str, Path]], dest_dir: Union[str, Path], max_rows: int = DEFAULT_MAX_ROWS,
+                finished_only: bool = False) -> List[Path]:
     """Export every run in ``paths`` (run directories or sweep directories) to ``dest_dir/<run name>``.
 
     All must be finished: committed results are complete or not written at all (checked before
@@ -133,7 +135,7 @@ def export_runs(paths, dest_dir, max_rows=DEFAULT_MAX_ROWS, finished_only=False)
     return [export_run(d, Path(dest_dir) / d.name, max_rows) for d in directories]
 
 
-def amplifier_snapshots(run):
+def amplifier_snapshots(run: Run) -> Dict[int, Any]:
     """A NeuralGrok run's amplifier at each saved step (``--snapshot-every``): ``{step: NeuralAmplifier}``
     in step order, read from ``run.path/snapshots/`` (empty where the run saved none)."""
     from ..optim.amplifier import NeuralAmplifier
@@ -148,12 +150,12 @@ def amplifier_snapshots(run):
     return snapshots
 
 
-def load(results_dir):
-    """The runs under ``results_dir`` as :class:`neuralgrok.compare.Run` (config, summary, history)."""
+def load(results_dir: Union[str, Path]) -> List[Run]:
+    """The runs under ``results_dir`` as :class:`neuralgrok.experiments.records.Run` (config, summary, history)."""
     return load_runs([results_dir])
 
 
-def by_field(runs, field):
+def by_field(runs: List[Run], field: str) -> Dict[Any, List[Run]]:
     """``{value of config field: [runs]}`` in the order the values first appear (seeds in order)."""
     grouped = {}
     for run in by_seed(runs):
@@ -161,7 +163,7 @@ def by_field(runs, field):
     return grouped
 
 
-def matching(runs, **fields):
+def matching(runs: List[Run], **fields: Any) -> List[Run]:
     """The runs whose config has every ``field=value`` of ``fields``, in seed order: one group of
     seeds, e.g. ``matching(runs, holdout_k=13, split="strip")``. A field no run has raises ValueError
     (a misspelt field would otherwise select nothing)."""
@@ -171,7 +173,7 @@ def matching(runs, **fields):
     return by_seed([run for run in runs if all(run.config.get(key) == value for key, value in fields.items())])
 
 
-def per_seed_text(values, digits=3, separator=", "):
+def per_seed_text(values: Sequence[Any], digits: int = 3, separator: str = ", ") -> str:
     """One value per seed as ``"a, b, c"`` (joined by ``separator``): ints with thousands separators,
     floats to ``digits`` decimals, ``"-"`` for None or NaN (a threshold not reached, a test part
     without examples)."""
@@ -185,27 +187,27 @@ def per_seed_text(values, digits=3, separator=", "):
     return separator.join(text(value) for value in values)
 
 
-def bound_text(pair):
+def bound_text(pair: Tuple[float, bool]) -> str:
     """A median ``(value, is_lower_bound)`` as text: ``"3,040"``, or ``"> 3,520"`` for a lower bound."""
     value, unreached = pair
     return f"> {value:,.0f}" if unreached else f"{value:,.0f}"
 
 
-def steps_text(runs, threshold=0.95):
+def steps_text(runs: List[Run], threshold: float = 0.95) -> str:
     """The median over ``runs`` (seeds) of the steps to ``threshold`` test accuracy, as text: ``"3,040"``,
     or ``"> 3,520"`` when the median is a lower bound because some run never got there (it counts as
-    its steps budget, see :func:`neuralgrok.compare.median_steps`)."""
+    its steps budget, see :func:`neuralgrok.experiments.compare.median_steps`)."""
     return bound_text(median_steps(steps_reached(runs, steps_key(threshold))))
 
 
-def seconds_to(run, threshold):
+def seconds_to(run: Run, threshold: float) -> Optional[float]:
     """Wall time (s) of the first logged row with test accuracy >= ``threshold``; None if never."""
     return next((row["wall_time_s"] for row in run.history if row["test_accuracy"] >= threshold), None)
 
 
-def seconds_reached(runs, threshold):
+def seconds_reached(runs: List[Run], threshold: float) -> List[Tuple[float, bool]]:
     """``(seconds, unreached)`` per run, sorted; a run that never reached ``threshold`` counts as its
-    whole wall time (a lower bound), as :func:`neuralgrok.compare.steps_reached` counts steps."""
+    whole wall time (a lower bound), as :func:`neuralgrok.experiments.compare.steps_reached` counts steps."""
     pairs = []
     for run in runs:
         seconds = seconds_to(run, threshold)
@@ -213,19 +215,19 @@ def seconds_reached(runs, threshold):
     return sorted(pairs)
 
 
-def median_seconds_to(runs, threshold):
+def median_seconds_to(runs: List[Run], threshold: float) -> Tuple[float, bool]:
     """Median over ``runs`` of the seconds to ``threshold``: ``(seconds, is_lower_bound)``."""
     return median_steps(seconds_reached(runs, threshold))
 
 
-def steps_key(threshold):
+def steps_key(threshold: float) -> str:
     """The summary.json key of the steps to ``threshold`` test accuracy (one of the runner's thresholds)."""
     if threshold not in TEST_ACCURACY_THRESHOLDS:
         raise ValueError(f"threshold={threshold!r}: the runs record steps to {list(TEST_ACCURACY_THRESHOLDS)} only")
     return f"steps_to_test_{round(threshold * 100)}"
 
 
-def cost_rows(runs, threshold=0.95, field="method"):
+def cost_rows(runs: List[Run], threshold: float = 0.95, field: str = "method") -> List[Dict[str, Any]]:
     """Per value of ``field`` (a group of seeds): the median steps and seconds to ``threshold`` test
     accuracy, each with a flag saying it is a lower bound (some run never got there), and the median
     wall time per step in ms (evaluation included)."""
@@ -260,7 +262,7 @@ TABLE1_STEPS = {("a+b", "baseline"): 1650, ("a+b", "grokfast-ma"): 1780, ("a+b",
 TABLE1_SETTING = {"weight_decay": 1e-3, "optimizer": "adam"}  # and p 97 (7 for the five-operand task)
 
 
-def published_steps(config):
+def published_steps(config: Dict[str, Any]) -> str:
     """The published steps to 95% for a run's ``config`` (a dict): NeuralGrok's Table 1 at its setting,
     else Grokfast's README figure for the task and method, else ``"-"``."""
     task, method = config["task"], config["method"]
@@ -273,7 +275,7 @@ def published_steps(config):
 TABLE_KEY = ("task", "p", "weight_decay", "method")  # one row of the steps table per value
 
 
-def steps_table_rows(runs, thresholds=(0.95, 0.99)):
+def steps_table_rows(runs: List[Run], thresholds: Sequence[float] = (0.95, 0.99)) -> List[Dict[str, Any]]:
     """The task x method table of README and BENCHMARKS.md: one row per (task, p, weight decay, method),
     in the registries' order of tasks and methods. Each has the median steps to each threshold with every
     seed's step ("-": never reached; a median counting one is a lower bound, "> N"), the median
@@ -310,7 +312,7 @@ def steps_table_rows(runs, thresholds=(0.95, 0.99)):
     return rows
 
 
-def markdown_table(rows):
+def markdown_table(rows: List[Dict[str, Any]]) -> str:
     """``rows`` (dicts with the same keys) as a GitHub Markdown table."""
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(value).replace("|", r"\|") for value in row.values()) + " |" for row in rows]
@@ -361,7 +363,7 @@ def _csv_differences(name, committed_path, regenerated_path, atol):
     return found
 
 
-def differences(committed_dir, regenerated_dir, atol=0.0):
+def differences(committed_dir: Union[str, Path], regenerated_dir: Union[str, Path], atol: float = 0.0) -> List[str]:
     """How the runs under ``regenerated_dir`` differ from those under ``committed_dir``, as lines of
     text (empty: they agree). Configs, summaries, ``metrics.csv`` and any other CSV beside them
     (``analysis.csv``) are compared, rows matched by their first column; measured numbers may differ
@@ -389,12 +391,13 @@ def differences(committed_dir, regenerated_dir, atol=0.0):
     return found
 
 
-def sweep_text(out, base, grid):
-    """A sweep file's text (``out``, ``[base]``, ``[grid]``), readable by :func:`neuralgrok.sweep.load_sweep`."""
+def sweep_text(out: Union[str, Path], base: Dict[str, Any], grid: Dict[str, List[Any]]) -> str:
+    """A sweep file's text (``out``, ``[base]``, ``[grid]``), readable by :func:`neuralgrok.experiments.sweeps.load_sweep`."""
     return f"out = {toml_value(str(out))}\n[base]\n{to_toml(base)}[grid]\n{to_toml(grid)}"
 
 
-def regenerate(sweep_file, work_dir, overrides, log=print):
+def regenerate(sweep_file: Union[str, Path], work_dir: Union[str, Path], overrides: Dict[str, Any],
+               log: Callable[[str], None] = print) -> Path:
     """Run a shrunk copy of ``sweep_file`` under ``work_dir`` and export it; return the results directory.
 
     ``overrides`` replaces values of the file's ``[base]`` or ``[grid]`` (a list for a grid key),
@@ -423,8 +426,8 @@ def regenerate(sweep_file, work_dir, overrides, log=print):
     return results_dir
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m neuralgrok.results", description=__doc__,
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="neuralgrok results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="copy finished runs, metrics downsampled, to a results directory")

@@ -20,7 +20,7 @@ so ``a*b`` becomes ``a%2Ab``). A run whose ``summary.json`` exists is finished (
 its summary says) and skipped; one that was started but not finished (its ``config.toml`` is this
 sweep's config) is resumed from its checkpoint, so a sweep is resumed by running the same command
 again. Runs get ``--threads 1`` unless the file sets ``threads``. Before anything is launched every
-config is checked, the device and the files it names too (:func:`neuralgrok.train.validate_config`;
+config is checked, the device and the files it names too (:func:`neuralgrok.experiments.config.validate_config`;
 ``--dry-run`` leaves out those machine checks, for commands run elsewhere), and every run directory:
 one holding a run of another config is refused. A bad file exits with status 2 and writes nothing.
 
@@ -29,7 +29,7 @@ Commands::
     neuralgrok sweep configs/sweep-demo.toml --jobs 2     # the unfinished runs, 2 processes at a time
     neuralgrok sweep configs/sweep-demo.toml --dry-run    # print their commands, one per line
     neuralgrok sweep configs/sweep-grokking-insight-*.toml --jobs 2   # several files share one pool of jobs
-    neuralgrok compare runs/sweep-demo                     # table and plot, see neuralgrok.compare
+    neuralgrok compare runs/sweep-demo                     # table and plot, see neuralgrok.experiments.compare
 
 On a Slurm cluster, one array task per unfinished run::
 
@@ -50,10 +50,12 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..storage.files import read_toml
-from .loop import DIVERGED, TrainConfig, resolve_paths, run_config, run_files, same_config, validate_config
+from .config import (TrainConfig, config_flags, config_from_flags, resolve_paths, run_config, same_config,
+                     validate_config)
+from .records import DIVERGED, EXIT_DIVERGED, run_files
 
 SWEEP_KEYS = ("out", "base", "grid")
 
@@ -63,7 +65,9 @@ class SweepError(ValueError):
 
 
 @dataclass
-class Run:
+class PlannedRun:
+    """One point of a sweep: its name, directory, config and the command that runs (or resumes) it."""
+
     name: str
     out_dir: Path
     config: TrainConfig
@@ -82,35 +86,9 @@ def _name_value(value):
     return urllib.parse.quote(text, safe="+-._")  # injective and safe as a file name
 
 
-def run_name(point):
+def run_name(point: Dict[str, Any]) -> str:
     """Directory name of one grid point: ``key=value`` pairs joined by commas, in the grid's order."""
     return ",".join(f"{key}={_name_value(value)}" for key, value in point.items())
-
-
-def _flag_values(value):
-    values = value if isinstance(value, (list, tuple)) else [value]
-    return [repr(v) if isinstance(v, float) else str(v) for v in values]
-
-
-def run_flags(values):
-    """``neuralgrok run`` flags setting exactly the given TrainConfig fields."""
-    flags = []
-    for key, value in values.items():
-        if isinstance(value, bool):  # no such field yet; the CLI would give it --x / --no-x
-            flags.append(("--" if value else "--no-") + key.replace("_", "-"))
-        else:
-            flags += ["--" + key.replace("_", "-"), *_flag_values(value)]
-    return flags
-
-
-def config_from_flags(flags):
-    """The TrainConfig ``neuralgrok run`` builds from ``flags`` (argparse errors raise, not exit)."""
-    from .cli import add_config_arguments  # the CLI imports this module
-
-    parser = argparse.ArgumentParser(exit_on_error=False)
-    add_config_arguments(parser)
-    arguments = parser.parse_args(flags)
-    return TrainConfig(**vars(arguments))
 
 
 def _check_tables(sweep):
@@ -133,7 +111,7 @@ def _check_tables(sweep):
     return base, grid
 
 
-def sweep_out(path, sweep: Optional[dict] = None) -> Path:
+def sweep_out(path: Union[str, Path], sweep: Optional[dict] = None) -> Path:
     """The directory of a sweep file's runs: its ``out``, relative to the file's directory (``sweep``:
     the file's tables, if read already)."""
     sweep = read_toml(path) if sweep is None else sweep
@@ -148,16 +126,16 @@ def _build_run(out, values, point):
     name = run_name(point) or "run"
     try:
         config = TrainConfig.from_dict(values)
-        flags = run_flags(values)
+        flags = config_flags(values)
         if config_from_flags(flags) != config:
             raise ValueError("a value changes on the command line (an int field given a float?)")
     except (ValueError, TypeError, argparse.ArgumentError) as error:
         raise SweepError(f"run {name}: {error}") from None
     command = [sys.executable, "-m", "neuralgrok", "run", "--quiet", "--out", str(out / name), *flags]
-    return Run(name, out / name, config, command)
+    return PlannedRun(name, out / name, config, command)
 
 
-def load_sweep(path):
+def load_sweep(path: Union[str, Path]) -> List[PlannedRun]:
     """Every run of a sweep file, each config built and checked; raises :class:`SweepError`."""
     try:
         sweep = read_toml(path)
@@ -175,11 +153,11 @@ def load_sweep(path):
     return runs
 
 
-def check_runs(runs: List[Run], environment: bool = True) -> List[Run]:
+def check_runs(runs: List[PlannedRun], environment: bool = True) -> List[PlannedRun]:
     """What :func:`run_sweep` checks before it launches anything: every run's directory is empty, or
     holds a run of the same config (one that was started and not finished is then resumed: its
-    command becomes :meth:`Run.resume_command`); every unfinished run's config is valid on this
-    machine, its device and files too (:func:`neuralgrok.train.validate_config`; not without
+    command becomes :meth:`PlannedRun.resume_command`); every unfinished run's config is valid on this
+    machine, its device and files too (:func:`neuralgrok.experiments.config.validate_config`; not without
     ``environment``). Raises :class:`SweepError` listing every problem; returns ``runs``."""
     problems = []
     for run in runs:
@@ -215,12 +193,10 @@ def _launch(run):
     return run, status, time.perf_counter() - start
 
 
-def run_sweep(runs, jobs=1, log=print):
+def run_sweep(runs: List[PlannedRun], jobs: int = 1, log: Callable[[str], None] = print) -> int:
     """Check the unfinished ``runs`` (:func:`check_runs`, which raises :class:`SweepError` before
     anything is launched), then run them, ``jobs`` processes at a time; return how many failed (a
     run that diverged is finished, with a result that says so, and is logged as such, not counted)."""
-    from .cli import EXIT_DIVERGED  # the CLI imports this module
-
     check_runs(runs)
     pending = [run for run in runs if not run.finished()]
     log(f"{len(runs) - len(pending)} of {len(runs)} runs already finished; running {len(pending)}")
@@ -240,7 +216,7 @@ def run_sweep(runs, jobs=1, log=print):
     return failed
 
 
-def load_sweeps(paths):
+def load_sweeps(paths: List[Union[str, Path]]) -> List[PlannedRun]:
     """Every run of several sweep files, in file order; raises :class:`SweepError` if two share a directory."""
     runs = [run for path in paths for run in load_sweep(path)]
     directories = [run.out_dir.resolve() for run in runs]
@@ -250,7 +226,7 @@ def load_sweeps(paths):
     return runs
 
 
-def main(arguments, parser):
+def main(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``neuralgrok sweep`` command; returns the exit status."""
     if arguments.jobs < 1:
         parser.error(f"--jobs={arguments.jobs} must be at least 1")

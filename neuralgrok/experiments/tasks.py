@@ -17,12 +17,12 @@ bilevel split) and :func:`hold_out_split` (Gu et al.'s rectangle and strip hold-
 
 Example::
 
-    from neuralgrok.tasks import modular_task
+    from neuralgrok.experiments.tasks import modular_task
     data = modular_task("a+b", p=47, train_fraction=0.5, seed=0)
     data.train_inputs.shape   # (1104, 4)
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -47,7 +47,8 @@ class Operation:
 OPERATIONS: Dict[str, Operation] = {}
 
 
-def register_operation(name, compute, *, nonzero_b=False, arity=2, nonzero=(), operators=1):
+def register_operation(name: str, compute: Callable[..., torch.Tensor], *, nonzero_b: bool = False, arity: int = 2,
+                       nonzero: Tuple[int, ...] = (), operators: int = 1) -> None:
     """Add an operation to :data:`OPERATIONS` under ``name`` (the name used in configs and the CLI)."""
     if name in OPERATIONS:
         raise ValueError(f"operation {name!r} is already registered")
@@ -55,14 +56,14 @@ def register_operation(name, compute, *, nonzero_b=False, arity=2, nonzero=(), o
     OPERATIONS[name] = Operation(name, compute, arity, nonzero, operators)
 
 
-def register_alias(alias, name):
+def register_alias(alias: str, name: str) -> None:
     """Make ``alias`` another name of the registered operation ``name``."""
     if alias in OPERATIONS:
         raise ValueError(f"operation {alias!r} is already registered")
     OPERATIONS[alias] = OPERATIONS[name]
 
 
-def modular_inverse(b, p):
+def modular_inverse(b: torch.Tensor, p: int) -> torch.Tensor:
     """Inverse of every entry of ``b`` mod the prime ``p`` (Fermat: b^(p-2)); entries must be non-zero."""
     table = torch.tensor([0] + [pow(x, p - 2, p) for x in range(1, p)], dtype=torch.long)
     return table[b]
@@ -133,33 +134,33 @@ class TokenLayout:
         return 0, self.offset
 
 
-def token_layout(operation, p, layout="neuralgrok", offset=0):
+def token_layout(operation: str, p: int, layout: str = "neuralgrok", offset: int = 0) -> "TokenLayout":
     """The :class:`TokenLayout` of ``operation`` mod ``p`` (settings checked)."""
     _check(task_problems(operation, p, layout=layout, offset=offset))
     return TokenLayout(layout, p, OPERATIONS[operation].operators, offset)
 
 
 # The default layout of a one-operator task, kept as functions for existing callers.
-def operation_token(p):
+def operation_token(p: int) -> int:
     return p
 
 
-def equals_token(p):
+def equals_token(p: int) -> int:
     return TokenLayout("neuralgrok", p).equals_token
 
 
-def vocabulary_size(p):
+def vocabulary_size(p: int) -> int:
     return TokenLayout("neuralgrok", p).vocab_size
 
 
 MAX_EXAMPLES = 10 ** 7  # every example is built in memory at once
 
 
-def is_prime(n):
+def is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n ** 0.5) + 1))
 
 
-def operation_of(operation, nonzero_b=False):
+def operation_of(operation: str, nonzero_b: bool = False) -> Operation:
     """The registered :class:`Operation` named ``operation``; with ``nonzero_b``, its second operand
     excludes 0 (NeuralGrok's official code draws b from 1..p-1 for all four two-operand tasks)."""
     op = OPERATIONS[operation]
@@ -168,12 +169,14 @@ def operation_of(operation, nonzero_b=False):
     return op
 
 
-def number_of_examples(operation, p, nonzero_b=False):
+def number_of_examples(operation: str, p: int, nonzero_b: bool = False) -> int:
+    """How many operand tuples the task has (residues mod ``p``, 0 left out where the operation says)."""
     op = operation_of(operation, nonzero_b)
     return (p - 1) ** len(op.nonzero) * p ** (op.arity - len(op.nonzero))
 
 
-def task_problems(operation, p, train_fraction=None, layout="neuralgrok", offset=0, nonzero_b=False):
+def task_problems(operation: str, p: int, train_fraction: Optional[float] = None, layout: str = "neuralgrok",
+                  offset: int = 0, nonzero_b: bool = False) -> List[str]:
     """What is wrong with these task settings, as messages (empty if nothing)."""
     if operation not in OPERATIONS:
         return [f"unknown operation {operation!r}; choose one of {sorted(OPERATIONS)}"]
@@ -206,7 +209,7 @@ def _check(problems):
         raise ValueError("; ".join(problems))
 
 
-def all_operands(operation, p, nonzero_b=False):
+def all_operands(operation: str, p: int, nonzero_b: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Every operand tuple of the task in lexicographic order, ``(N, arity)`` long, and the labels ``(N,)``
     (``nonzero_b``: see :func:`operation_of`)."""
     _check(task_problems(operation, p, nonzero_b=nonzero_b))
@@ -218,7 +221,8 @@ def all_operands(operation, p, nonzero_b=False):
     return operands, labels
 
 
-def all_examples(operation, p, layout="neuralgrok", offset=0, nonzero_b=False):
+def all_examples(operation: str, p: int, layout: str = "neuralgrok", offset: int = 0,
+                 nonzero_b: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Every example of the task, in operand order: inputs ``(N, T)`` long, labels ``(N,)`` long."""
     operands, labels = all_operands(operation, p, nonzero_b)
     return token_layout(operation, p, layout, offset).encode(operands), labels
@@ -258,7 +262,8 @@ def _permutation(n, seed):
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
-def modular_task(operation, p, train_fraction, seed, layout="neuralgrok", offset=0, nonzero_b=False):
+def modular_task(operation: str, p: int, train_fraction: float, seed: int, layout: str = "neuralgrok", offset: int = 0,
+                 nonzero_b: bool = False) -> "TaskData":
     """All examples of ``operation`` mod ``p``, shuffled by ``seed`` and split: the first
     ``round(train_fraction * N)`` are the training set, the rest the test set."""
     _check(task_problems(operation, p, train_fraction, layout, offset, nonzero_b))
@@ -285,15 +290,16 @@ def _take(inputs, labels, index):
     return Split(inputs[index], labels[index])
 
 
-def inner_outer_counts(total, inner_fraction, outer_fraction):
+def inner_outer_counts(total: int, inner_fraction: float, outer_fraction: float) -> Tuple[int, int, int]:
     """``(inner, outer, test)`` sizes of :func:`inner_outer_test_split` for ``total`` examples: the
     int-truncated shares, the test set the rest."""
     n_inner, n_outer = int(inner_fraction * total), int(outer_fraction * total)
     return n_inner, n_outer, total - n_inner - n_outer
 
 
-def inner_outer_test_split(operation, p, seed, inner_fraction=0.49, outer_fraction=0.01,
-                           layout="neuralgrok", offset=0, nonzero_b=False):
+def inner_outer_test_split(operation: str, p: int, seed: int, inner_fraction: float = 0.49, outer_fraction: float = 0.01,
+                           layout: str = "neuralgrok", offset: int = 0,
+                           nonzero_b: bool = False) -> Tuple["Split", "Split", "Split"]:
     """NeuralGrok's bilevel split: all examples shuffled by ``seed``; the first
     ``int(inner_fraction * N)`` train the model, the next ``int(outer_fraction * N)`` train the
     amplifier, the rest are the test set (truncated as the official code does: 4,562 / 93 / 4,657 of
@@ -327,7 +333,8 @@ class HoldOutSplit:
 HOLD_OUT_SHAPES = ("rectangle", "strip")
 
 
-def hold_out_split(operation, p, shape, k, seed=0, train_count=None, layout="nanda", offset=0):
+def hold_out_split(operation: str, p: int, shape: str, k: int, seed: int = 0, train_count: Optional[int] = None,
+                   layout: str = "nanda", offset: int = 0) -> "HoldOutSplit":
     """Pairs (i, j) with i <= k and j <= k ("rectangle") or with i <= k ("strip") are held out; the
     others are shuffled by ``seed`` and the first ``train_count`` train (default ``int(0.3 * p^2)``,
     the paper's 2822 at p = 97; rounding would give 2823).
@@ -350,7 +357,7 @@ def hold_out_split(operation, p, shape, k, seed=0, train_count=None, layout="nan
                         _take(inputs, labels, remaining[count:]))
 
 
-def unseen_first_operand_ceiling(split, anywhere=False):
+def unseen_first_operand_ceiling(split: "HoldOutSplit", anywhere: bool = False) -> float:
     """Upper bound on test accuracy (up to lucky guesses): the fraction of test pairs whose first
     operand token was seen in training. A token never trained on keeps its initial (decaying)
     embedding, so the model cannot have learned what it means.

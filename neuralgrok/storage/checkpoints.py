@@ -18,7 +18,7 @@ checkpoints and weight files only from run directories you trust.
 
 Example::
 
-    from neuralgrok.checkpoints import read_checkpoint, write_checkpoint
+    from neuralgrok.storage.checkpoints import read_checkpoint, write_checkpoint
     write_checkpoint("runs/x/checkpoint.pt", {"step": 10, "model": model.state_dict()})
     state = read_checkpoint("runs/x/checkpoint.pt")
 """

@@ -5,7 +5,7 @@ Files are created with the permissions the umask allows (``0o666 & ~umask``), as
 
 Example::
 
-    from neuralgrok.files import atomic_write
+    from neuralgrok.storage.files import atomic_write
     with atomic_write("runs/x/summary.json") as f:
         f.write(text)
 """
@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Dict, Iterator, Optional, Union
 
 try:
     import fcntl
@@ -35,7 +35,8 @@ def current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "w", before_replace: Optional[Callable[[Path], None]] = None):
+def atomic_write(path: Union[str, Path], mode: str = "w",
+                 before_replace: Optional[Callable[[Path], None]] = None) -> Iterator[IO[Any]]:
     """Yield a file object on a temporary file beside ``path``; on success flush, fsync and
     ``os.replace`` it onto ``path``; on error (a full disk, a kill's exception) delete it, leaving
     ``path`` as it was. ``before_replace(path)`` runs once the new file is complete, just before
@@ -76,7 +77,7 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def remove_temporaries(directory):
+def remove_temporaries(directory: Union[str, Path]) -> None:
     """Delete the temporary files a killed :func:`atomic_write` left in ``directory`` (SIGKILL
     cannot be caught, so its cleanup never ran); only safe while nothing else writes there."""
     for temporary in Path(directory).glob(".*.tmp"):
@@ -84,14 +85,14 @@ def remove_temporaries(directory):
             temporary.unlink()
 
 
-def atomic_write_text(path, text: str) -> None:
+def atomic_write_text(path: Union[str, Path], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`."""
     with atomic_write(path) as f:
         f.write(text)
 
 
 @contextlib.contextmanager
-def locked_directory(directory) -> Iterator[Path]:
+def locked_directory(directory: Union[str, Path]) -> Iterator[Path]:
     """Create ``directory`` if needed and hold an exclusive advisory lock on it for the block;
     raise :class:`DirectoryInUseError` at once if another process holds it. The lock is the
     directory's own (``flock`` on it), so nothing is written for it, and the kernel releases it
@@ -113,7 +114,7 @@ def locked_directory(directory) -> Iterator[Path]:
         os.close(descriptor)  # releases the lock
 
 
-def toml_value(value):
+def toml_value(value: Any) -> str:
     """One TOML value for a flat config: bool, int, float, str, or a list/tuple of those."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -135,12 +136,13 @@ def toml_value(value):
     raise TypeError(f"cannot write {type(value).__name__} {value!r} as a TOML value")
 
 
-def to_toml(mapping):
+def to_toml(mapping: Dict[str, Any]) -> str:
     """A flat mapping as TOML text, one ``key = value`` line each, in the mapping's order."""
     return "".join(f"{key} = {toml_value(value)}\n" for key, value in mapping.items())
 
 
-def read_toml(path):
+def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
+    """A TOML file as a dict (``tomllib``, or ``tomli`` before Python 3.11)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python < 3.11
@@ -163,7 +165,7 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
-def strict_json(value) -> str:
+def strict_json(value: Any) -> str:
     """``value`` as indented, strict JSON text (non-finite floats as null: no NaN or Infinity, which
     JSON has not), with a final newline."""
     return json.dumps(finite_or_none(value), indent=2, allow_nan=False) + "\n"
