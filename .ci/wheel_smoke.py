@@ -7,14 +7,14 @@ from pathlib import Path
 import torch
 
 import neuralgrok
-from neuralgrok import reference
+from neuralgrok.optim import reference
 from neuralgrok.version import version_text
 
 source_tree = Path(sys.argv[1]).resolve()
 package = Path(neuralgrok.__file__).resolve().parent
 assert source_tree not in package.parents, f"neuralgrok was imported from the source tree: {package}"
 assert Path(sys.prefix).resolve() in package.parents, f"neuralgrok is not the venv's: {package}"
-for name in ("_build_info.json", "resnet.py", "cli.py"):
+for name in ("_build_info.json", "ops.py", "experiments/resnet.py", "experiments/cli.py", "optim/neuralgrok.py"):
     assert (package / name).is_file(), f"the wheel lacks neuralgrok/{name}"
 assert list(package.glob("_C*.so")), "the wheel lacks the extension module"
 assert neuralgrok.BUILD_INFO["torch_version"] == torch.__version__, (neuralgrok.BUILD_INFO, torch.__version__)
@@ -56,8 +56,8 @@ for name, opt in [
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters())), f"{name} changed nothing"
 
 # modules that need no optional dependency import (results without matplotlib, polygons without Pillow)
-import neuralgrok.polygons  # noqa: E402,F401
-import neuralgrok.results  # noqa: E402,F401
+import neuralgrok.experiments.polygons  # noqa: E402,F401
+import neuralgrok.experiments.results  # noqa: E402,F401
 
 # the command line, as installed
 out = subprocess.run([str(Path(sys.executable).with_name("neuralgrok")), "--version"], check=True,

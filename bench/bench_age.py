@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, median_seconds, standard_gradients  # noqa: E402
 
-from neuralgrok import reference  # noqa: E402
+from neuralgrok.optim import reference  # noqa: E402
 
 
 def main():

@@ -16,7 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, median_seconds, standard_setup  # noqa: E402
 
-from neuralgrok import NeuralAmplifier, models  # noqa: E402
+from neuralgrok import NeuralAmplifier  # noqa: E402
+from neuralgrok.experiments import models
 
 
 def adamw_step_seconds(repeats):

@@ -13,7 +13,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, median_seconds, standard_setup  # noqa: E402
 
-from neuralgrok import measures, models, tasks  # noqa: E402
+from neuralgrok import measures  # noqa: E402
+from neuralgrok.experiments import models, tasks
 
 P = 97
 

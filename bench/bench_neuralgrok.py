@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, standard_setup  # noqa: E402
 
 import neuralgrok  # noqa: E402
-from neuralgrok import models  # noqa: E402
+from neuralgrok.experiments import models  # noqa: E402
 
 METHODS = ("adamw", "grokfast-ema", "neuralgrok-paper", "neuralgrok-fast")
 

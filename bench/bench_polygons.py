@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, median_seconds, standard_setup  # noqa: E402
 
-from neuralgrok import models, polygons  # noqa: E402
+from neuralgrok.experiments import models, polygons  # noqa: E402
 
 IMAGE_SIZE = 64
 BATCH = 200

@@ -19,7 +19,7 @@ forward, AGE of the gradient, weight norm), each the median of ``--repeats`` x 5
 ratio ``row / (eval_every x step)`` is the "parts" column.
 
 Setups: ``default`` = TrainConfig()'s defaults (a+b mod 97, 2 x 128 transformer, full batch,
-eval_every 10); ``demo`` = neuralgrok.demo.DEMO_CONFIG (p = 47, 1 x 64, batches of 512,
+eval_every 10); ``demo`` = neuralgrok.experiments.demo.DEMO_CONFIG (p = 47, 1 x 64, batches of 512,
 eval_every 20); ``neuralgrok`` = configs/neuralgrok/add.toml (p = 97, 2 x 128, batches of 512,
 its eval_every), with the baseline method so that only the runner is timed. A path to a TOML
 config is a setup too (e.g. configs/grokking_insight/strip_k40.toml).
@@ -38,12 +38,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, median_seconds  # noqa: E402
 
 from neuralgrok.allocator import keep_freed_memory  # noqa: E402
-from neuralgrok.demo import DEMO_CONFIG  # noqa: E402
-from neuralgrok.build import build_base_optimizer, build_data, build_model  # noqa: E402
+from neuralgrok.experiments.demo import DEMO_CONFIG  # noqa: E402
+from neuralgrok.experiments.data import build_data  # noqa: E402
+from neuralgrok.experiments.methods import build_base_optimizer  # noqa: E402
+from neuralgrok.experiments.models import build_model  # noqa: E402
 from neuralgrok.measures import weight_norm  # noqa: E402
-from neuralgrok.metrics import age  # noqa: E402
-from neuralgrok.models import answer_loss  # noqa: E402
-from neuralgrok.train import Evaluator, TrainConfig, TrainingBatches, seed_everything, train  # noqa: E402
+from neuralgrok.measures.age import age  # noqa: E402
+from neuralgrok.experiments.models import answer_loss  # noqa: E402
+from neuralgrok.experiments.config import TrainConfig  # noqa: E402
+from neuralgrok.experiments.loop import Evaluator, TrainingBatches, seed_everything, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUPS = {

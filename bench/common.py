@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from neuralgrok import models, tasks
+from neuralgrok.experiments import models, tasks
 
 
 def median_seconds(fn, repeats=15, warmup=3):

@@ -41,8 +41,9 @@ from pathlib import Path
 
 import torch
 
-from neuralgrok.checkpoints import checkpoint_problem, previous_path, read_checkpoint
-from neuralgrok.train import CHECKPOINT, TrainConfig, read_metrics
+from neuralgrok.storage.checkpoints import checkpoint_problem, previous_path, read_checkpoint
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.records import CHECKPOINT, read_metrics
 
 METHODS = ("baseline", "grokfast-ema", "grokfast-ma", "neuralgrok")
 FLAGS = ["--task", "a+b", "--p", "11", "--width", "32", "--depth", "1", "--steps", "300", "--batch-size", "16",

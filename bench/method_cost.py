@@ -20,9 +20,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from neuralgrok.compare import csv_text
-from neuralgrok.files import atomic_write_text
-from neuralgrok.sweep import load_sweep
+from neuralgrok.experiments.compare import csv_text
+from neuralgrok.storage.files import atomic_write_text
+from neuralgrok.experiments.sweeps import load_sweep
 
 FIXED_COST = "steps=0"  # the row every method's memory growth is measured against
 

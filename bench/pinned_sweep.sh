@@ -27,21 +27,30 @@ fi
 if [ "$1" = "--export" ]; then
   shift
   for sweep in "$@"; do
-    # Where the pinned commit put the runs: out relative to the sweep file (sweep_out), or, before that
-    # existed, to the worktree. Run from the worktree, so that its neuralgrok is the one imported.
+    # Where the pinned commit put the runs: out relative to the sweep file (sweep_out: in
+    # neuralgrok.experiments.sweeps, or neuralgrok.sweep before the package was laid out by concept), or,
+    # before sweep_out existed, to the worktree. Run from the worktree, so that its neuralgrok is the one imported.
     out=$(cd "$tree" && "$venv/bin/python" -c '
 import sys
 from pathlib import Path
 try:
-    from neuralgrok.sweep import sweep_out
+    from neuralgrok.experiments.sweeps import sweep_out
 except ImportError:
+    try:
+        from neuralgrok.sweep import sweep_out
+    except ImportError:
+        sweep_out = None
+if sweep_out is None:
     from neuralgrok.files import read_toml
     print(Path.cwd() / read_toml(sys.argv[1])["out"])
 else:
     print(Path(sweep_out(sys.argv[1])).resolve())' "$sweep")
-    # From the worktree, so that the pinned commit's neuralgrok (not this checkout's) does the export.
+    # From the worktree, so that the pinned commit's neuralgrok (not this checkout's) does the export: its
+    # results module is neuralgrok.experiments.results, or neuralgrok.results in commits before that.
     dest=$(pwd)/results/$(basename "$out")
-    (cd "$tree" && "$venv/bin/python" -m neuralgrok.results export --finished-only "$out" "$dest")
+    results=neuralgrok.experiments.results
+    (cd "$tree" && "$venv/bin/python" -c 'import neuralgrok.experiments.results' 2> /dev/null) || results=neuralgrok.results
+    (cd "$tree" && "$venv/bin/python" -m "$results" export --finished-only "$out" "$dest")
   done
   exit 0
 fi

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 sweeps=(configs/sweep-grokking-insight-*.toml)
 bench/reproduce_sweeps.sh "${sweeps[@]}"
 for sweep in "${sweeps[@]}"; do
-  out=$(.venv/bin/python -c 'import sys; from neuralgrok.sweep import sweep_out; print(sweep_out(sys.argv[1]))' "$sweep")
+  out=$(.venv/bin/python -c 'import sys; from neuralgrok.experiments.sweeps import sweep_out; print(sweep_out(sys.argv[1]))' "$sweep")
   for run in "$out"/*/; do
     .venv/bin/neuralgrok analyze "$run" > /dev/null
     cp "$run/analysis.csv" "results/$(basename "$out")/$(basename "$run")/analysis.csv"

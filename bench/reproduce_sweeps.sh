@@ -9,6 +9,6 @@ if [ $# -eq 0 ]; then echo "usage: $0 SWEEP.toml ..." >&2; exit 2; fi
 make install
 .venv/bin/neuralgrok sweep "$@" --jobs "${JOBS:-1}"  # one pool, so a long run does not leave a core idle
 for sweep in "$@"; do
-  out=$(.venv/bin/python -c 'import sys; from neuralgrok.sweep import sweep_out; print(sweep_out(sys.argv[1]))' "$sweep")
-  .venv/bin/python -m neuralgrok.results export "$out" "results/$(basename "$out")"
+  out=$(.venv/bin/python -c 'import sys; from neuralgrok.experiments.sweeps import sweep_out; print(sweep_out(sys.argv[1]))' "$sweep")
+  .venv/bin/neuralgrok results export "$out" "results/$(basename "$out")"
 done

@@ -42,7 +42,7 @@ TORCH_LIBRARY(neuralgrok, m) {
         "bool piecewise) -> Tensor[]");
   // The amplifier's ReLU MLP compiled over [lo, hi] in float64: on piece k, from breakpoints[k-1]
   // (inclusive) to breakpoints[k], s(g) = slopes[k] * g + intercepts[k]. The number of pieces
-  // depends on the values: the fake kernel (neuralgrok/_extension.py) gives it a dynamic size.
+  // depends on the values: the fake kernel (neuralgrok/ops.py) gives it a dynamic size.
   m.def("_relu_mlp_pieces(Tensor[] weights, Tensor[] biases, float lo, float hi) -> "
         "(Tensor breakpoints, Tensor slopes, Tensor intercepts)");
   // NeuralGrok's virtual step for the meta-gradient: params[i] - lrs[i] * updates[i]. The backward

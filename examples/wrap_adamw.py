@@ -13,7 +13,8 @@ import argparse
 
 import torch
 
-from neuralgrok import NeuralAmplifier, NeuralGrok, models, tasks
+from neuralgrok import NeuralAmplifier, NeuralGrok
+from neuralgrok.experiments import models, tasks
 
 VARIANTS = ("as is", "clipped to norm 1", "NeuralGrok", "NeuralGrok, frozen amplifier")
 

@@ -1,6 +1,6 @@
 """``python -m neuralgrok ...``: the same as the ``neuralgrok`` command."""
 import sys
 
-from .cli import main
+from .experiments.cli import main
 
 sys.exit(main())

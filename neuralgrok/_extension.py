@@ -4,10 +4,12 @@ The build writes ``_build_info.json`` beside the module; it is read before the s
 loaded, so a torch upgrade gives a clear ImportError rather than an undefined-symbol error.
 
 Every op has a CPU kernel (the fast path) and a device-generic implementation in ATen ops that
-CUDA and every other backend dispatch to (see csrc/README.md). :func:`generic_kernels` runs the
+CUDA and every other backend dispatch to (see csrc/README.md); :mod:`neuralgrok.ops` is their typed
+Python surface. :func:`generic_kernels` runs the
 generic one on CPU tensors too, which is how the tests check it on a machine without a GPU; the
 environment variable ``NEURALGROK_GENERIC_KERNELS=1`` does so for a whole process.
 """
+from typing import Iterator
 import contextlib
 import json
 import os
@@ -47,7 +49,7 @@ GENERIC_KERNELS_ENV = "NEURALGROK_GENERIC_KERNELS"
 
 
 @contextlib.contextmanager
-def generic_kernels(enabled=True):
+def generic_kernels(enabled: bool = True) -> Iterator[None]:
     """Within the block, CPU tensors run each op's device-generic implementation (the one CUDA and
     other backends use) instead of its CPU kernel: same dispatcher path, checks and autograd.
 
@@ -60,7 +62,7 @@ def generic_kernels(enabled=True):
         _C._set_generic_on_cpu(previous)
 
 
-def generic_kernels_enabled():
+def generic_kernels_enabled() -> bool:
     """Whether CPU tensors currently run the device-generic implementations (see :func:`generic_kernels`)."""
     return _C._generic_on_cpu()
 
@@ -68,28 +70,3 @@ def generic_kernels_enabled():
 if os.environ.get(GENERIC_KERNELS_ENV, "0") not in ("", "0"):
     _C._set_generic_on_cpu(True)
 
-
-def _register_fake_kernels():
-    """Python fake kernels, for the one op whose output sizes depend on values (torch 2.x only).
-
-    Every other op has a C++ Meta kernel, which FakeTensor uses on every torch version.
-    ``_relu_mlp_pieces`` returns a table whose length is only known after compiling the MLP, so its
-    fake kernel gives the outputs a dynamic (unbacked) size: torch.compile can trace through it.
-    """
-    register = getattr(torch.library, "register_fake", None) or getattr(torch.library, "impl_abstract", None)
-    get_ctx = getattr(torch.library, "get_ctx", None)
-    if register is None or get_ctx is None:  # torch < 2.1: no fake tensors to serve
-        return
-
-    def relu_mlp_pieces_fake(weights, biases, lo, hi):
-        # The C++ checks of the Meta kernels are not reachable from here; the real kernel checks.
-        ctx = get_ctx()
-        new_size = getattr(ctx, "new_dynamic_size", None) or ctx.create_unbacked_symint
-        breakpoints = new_size()  # K - 1 breakpoints, K slopes and intercepts
-        return tuple(weights[0].new_empty((n,), dtype=torch.float64) for n in (breakpoints, breakpoints + 1,
-                                                                               breakpoints + 1))
-
-    register("neuralgrok::_relu_mlp_pieces", relu_mlp_pieces_fake)
-
-
-_register_fake_kernels()

@@ -19,7 +19,7 @@ MMAP_THRESHOLD = 32 * 2 ** 20  # glibc's largest allowed value on 64-bit systems
 TRIM_THRESHOLD = 2 ** 30
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> bool:
     """Apply the settings where the C library is glibc; returns whether they were applied."""
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neuralgrok
-from neuralgrok import reference
+from neuralgrok.optim import reference
 
 VARIANTS = [(pt, nz) for pt in (False, True) for nz in (False, True)]
 

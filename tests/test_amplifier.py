@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from neuralgrok import NeuralAmplifier, reference
+from neuralgrok import NeuralAmplifier
+from neuralgrok.optim import reference
 from neuralgrok._extension import generic_kernels_enabled
 
 F64 = torch.float64

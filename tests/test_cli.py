@@ -5,9 +5,10 @@ import sys
 import pytest
 
 import neuralgrok
-from neuralgrok import cli
-from neuralgrok.demo import DEMO_METHODS
-from neuralgrok.train import METRIC_COLUMNS, TrainConfig
+from neuralgrok.experiments import cli
+from neuralgrok.experiments.demo import DEMO_METHODS
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.records import METRIC_COLUMNS
 
 
 def run_cli(*args):

@@ -8,6 +8,7 @@ from torch import nn
 
 import neuralgrok  # noqa: F401  (loads torch.ops.neuralgrok)
 from neuralgrok import Grokfast, NeuralAmplifier, NeuralGrok
+from helpers import classification_problem
 
 ops = torch.ops.neuralgrok
 F32, F64 = torch.float32, torch.float64
@@ -224,12 +225,7 @@ def test_compiled_relu_mlp_pieces_has_a_dynamic_size():
 # -- training with a compiled forward ------------------------------------------------------------------
 
 def make_training(seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(64, 8, generator=generator, dtype=F64)
-    y = torch.randint(0, 4, (64,), generator=generator)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4)).to(F64)
-    return model, x, y
+    return classification_problem(64, 8, 32, 4, F64, seed)
 
 
 def neuralgrok_for(model, forward, x, y):

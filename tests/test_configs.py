@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuralgrok import cli
-from neuralgrok.build import build_data
-from neuralgrok.files import read_toml
-from neuralgrok.tasks import unseen_first_operand_ceiling
-from neuralgrok.train import METRIC_COLUMNS, TEST_ACCURACY_THRESHOLDS, TrainConfig
+from neuralgrok.experiments import cli
+from neuralgrok.experiments.data import build_data
+from neuralgrok.storage.files import read_toml
+from neuralgrok.experiments.tasks import unseen_first_operand_ceiling
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.records import METRIC_COLUMNS, TEST_ACCURACY_THRESHOLDS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 NEURALGROK = ["add", "sub", "mul", "square_sub", "poly7"]

@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 import neuralgrok
-from neuralgrok import Grokfast, NeuralAmplifier, NeuralGrok, measures, reference
+from neuralgrok import Grokfast, NeuralAmplifier, NeuralGrok, measures
+from neuralgrok.optim import reference
 from neuralgrok._extension import generic_kernels, generic_kernels_enabled
 from neuralgrok.devices import check_device
+from helpers import classification_problem
 
 ops = torch.ops.neuralgrok
 F32, F64 = torch.float32, torch.float64
@@ -429,12 +431,7 @@ def test_virtual_step_matches_the_reference(target):
 # -- the optimizers and measures end to end --------------------------------------------------------------
 
 def training_problem(dtype=F64, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(48, 6, generator=generator, dtype=dtype)
-    y = torch.randint(0, 3, (48,), generator=generator)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).to(dtype)
-    return model, x, y
+    return classification_problem(48, 6, 16, 3, dtype, seed)
 
 
 def train(make_optimizer, device, steps=8, dtype=F64):

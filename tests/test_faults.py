@@ -14,17 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuralgrok import Grokfast, NeuralGrok, cli, measures
-from neuralgrok.amplifier import NeuralAmplifier
-from neuralgrok.build import build_data
-from neuralgrok.checkpoints import previous_path, read_checkpoint, weights_only_supported, write_checkpoint
-from neuralgrok.compare import load_runs
-from neuralgrok.files import locked_directory
-from neuralgrok.normalize import Normalize
-from neuralgrok.sweep import load_sweep
-from neuralgrok.train import (CHECKPOINT, ConfigError, RunDirectoryError, TrainConfig, resume, run_files,
-                              stored_config, train)
-from neuralgrok.wrapper import NonFiniteGradientError
+from neuralgrok import Grokfast, NeuralGrok, measures
+from neuralgrok.experiments import cli
+from neuralgrok.optim.amplifier import NeuralAmplifier
+from neuralgrok.experiments.data import build_data
+from neuralgrok.storage.checkpoints import previous_path, read_checkpoint, weights_only_supported, write_checkpoint
+from neuralgrok.experiments.compare import load_runs
+from neuralgrok.storage.files import locked_directory
+from neuralgrok.optim.normalize import Normalize
+from neuralgrok.experiments.sweeps import load_sweep
+from neuralgrok.experiments.config import ConfigError, TrainConfig, stored_config
+from neuralgrok.experiments.loop import resume, train
+from neuralgrok.experiments.records import CHECKPOINT, RunDirectoryError, run_files
+from neuralgrok.optim.base import NonFiniteGradientError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=40, batch_size=16, lr=3e-3,
@@ -399,7 +401,7 @@ def test_a_sweep_resumes_its_own_unfinished_run_and_refuses_another_configs(tmp_
     runs = load_sweep(tmp_path / "s.toml")
     train(runs[0].config, runs[0].out_dir, progress=False)
     (runs[0].out_dir / "summary.json").unlink()  # started, killed before the end
-    from neuralgrok.sweep import SweepError, check_runs
+    from neuralgrok.experiments.sweeps import SweepError, check_runs
     assert check_runs(runs)[0].command == runs[0].resume_command()
     train(dataclasses.replace(runs[1].config, lr=0.1), runs[1].out_dir, progress=False)
     with pytest.raises(SweepError, match="seed=1: .* holds a finished run of another config"):
@@ -407,7 +409,7 @@ def test_a_sweep_resumes_its_own_unfinished_run_and_refuses_another_configs(tmp_
 
 
 def test_a_demo_into_an_earlier_demos_directory_is_refused_before_any_run(tmp_path):
-    from neuralgrok.demo import run_demo
+    from neuralgrok.experiments.demo import run_demo
     run_demo(tmp_path, steps=2, progress=False, methods=("baseline", "grokfast-ema"))
     (tmp_path / "grokfast-ema" / "summary.json").unlink()
     before = snapshot(tmp_path)

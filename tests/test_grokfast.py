@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 import neuralgrok
-from neuralgrok import Grokfast, GrokfastEMA, GrokfastMA, reference
+from neuralgrok import Grokfast, GrokfastEMA, GrokfastMA
+from neuralgrok.optim import reference
+from helpers import backward_and_step, cpu_grad_scaler
 
 ema_op = torch.ops.neuralgrok.grokfast_ema_
 ma_op = torch.ops.neuralgrok.grokfast_ma_
@@ -562,18 +564,7 @@ def test_nonfinite_skip_leaves_params_base_state_and_filter_state_untouched(mode
     assert opt.skipped_steps == 1
 
 
-def _cpu_grad_scaler():
-    """torch.amp.GradScaler("cpu") where this torch has one (2.3+); None otherwise."""
-    scaler_class = getattr(getattr(torch, "amp", None), "GradScaler", None)
-    if scaler_class is None:
-        return None
-    try:
-        return scaler_class("cpu", init_scale=2.0 ** 12)
-    except (TypeError, RuntimeError):
-        return None
-
-
-@pytest.mark.skipif(_cpu_grad_scaler() is None, reason="this torch has no CPU GradScaler")
+@pytest.mark.skipif(cpu_grad_scaler() is None, reason="this torch has no CPU GradScaler")
 @pytest.mark.parametrize("mode", ["ema", "ma"])
 def test_grad_scaler_unscales_before_the_filter(mode):
     # scaler.step(opt) unscales the base optimizer's gradients (the wrapper shares its param_groups)
@@ -583,17 +574,10 @@ def test_grad_scaler_unscales_before_the_filter(mode):
     for use_scaler in (False, True):
         model = make_model(dtype=torch.float32)
         opt = grokfast_adamw(model, mode, alpha=0.9, window=3)
-        scaler = _cpu_grad_scaler() if use_scaler else None
+        scaler = cpu_grad_scaler() if use_scaler else None
         for step in range(6):
             opt.zero_grad()
-            loss = loss_of(model, step)
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+            backward_and_step(opt, loss_of(model, step), scaler)
         results.append(([p.detach().clone() for p in model.parameters()],
                         [s for s in (opt.state[p] for p in model.parameters())]))
     (plain, plain_state), (scaled, scaled_state) = results

@@ -340,15 +340,15 @@ def test_spearman_without_scipy_matches_scipy(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 5, 40).astype(float)  # many ties
     y = x + rng.normal(size=40)
-    with_scipy = measures._spearman(x, y)
+    with_scipy = measures.analysis._spearman(x, y)
     monkeypatch.setitem(sys.modules, "scipy", None)  # makes `from scipy import stats` raise ImportError
-    without_scipy = measures._spearman(x, y)
+    without_scipy = measures.analysis._spearman(x, y)
     assert without_scipy == pytest.approx(with_scipy, rel=1e-12)
-    assert measures._average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert measures.analysis._average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
 
 
 def test_runner_columns_that_are_not_measures_exist_in_metrics_csv():
-    from neuralgrok.train import METRIC_COLUMNS, part_columns
+    from neuralgrok.experiments.records import METRIC_COLUMNS, part_columns
 
     logged = {"grad_age", "step_grad_age", "weight_norm"}  # the runner's own measures
     assert set(measures.NOT_MEASURES) == set(METRIC_COLUMNS + tuple(part_columns(("held", "rest")))) - logged
@@ -374,7 +374,8 @@ def test_analyze_command_on_a_real_run(tmp_path):
 
 
 def test_runner_logs_the_requested_measures_of_the_logged_weights():
-    from neuralgrok.train import TrainConfig, train
+    from neuralgrok.experiments.config import TrainConfig
+    from neuralgrok.experiments.loop import train
 
     config = TrainConfig(task="a+b", p=11, width=32, depth=1, steps=30, eval_every=10, threads=1,
                          measures="med, fourier_gini")

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 from torch import nn
 
-from neuralgrok.models import (EmbeddingMLP, NandaTransformer, Transformer, accuracy, answer_loss, evaluate,
-                               toeplitz_embedding)
+from neuralgrok.experiments.models import (EmbeddingMLP, NandaTransformer, Transformer, accuracy, answer_loss,
+                                           evaluate, toeplitz_embedding)
 
 
 def small_model(depth=2, width=32, heads=4, seed=0):

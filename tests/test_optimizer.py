@@ -8,7 +8,8 @@ from torch import nn
 
 import neuralgrok
 from neuralgrok import NeuralAmplifier, NeuralGrok
-from neuralgrok.reference import NeuralGrokReference, _functional_call
+from neuralgrok.optim.reference import NeuralGrokReference, _functional_call
+from helpers import backward_and_step, cpu_grad_scaler
 
 
 def make_problem(seed=0, dtype=torch.float64):
@@ -259,34 +260,16 @@ def test_exported():
     assert neuralgrok.NeuralGrok is NeuralGrok
 
 
-def _cpu_grad_scaler():
-    """torch.amp.GradScaler("cpu") where this torch has one (2.3+); None otherwise."""
-    scaler_class = getattr(getattr(torch, "amp", None), "GradScaler", None)
-    if scaler_class is None:
-        return None
-    try:
-        return scaler_class("cpu", init_scale=2.0 ** 12)
-    except (TypeError, RuntimeError):
-        return None
-
-
-@pytest.mark.skipif(_cpu_grad_scaler() is None, reason="this torch has no CPU GradScaler")
+@pytest.mark.skipif(cpu_grad_scaler() is None, reason="this torch has no CPU GradScaler")
 def test_grad_scaler_unscales_before_the_transform():
     results = []
     for use_scaler in (False, True):
         model, amplifier, inner, outer = make_problem(dtype=torch.float32)
         opt = build(model, amplifier, outer, meta="fast", meta_every=1)
-        scaler = _cpu_grad_scaler() if use_scaler else None
+        scaler = cpu_grad_scaler() if use_scaler else None
         for _ in range(3):
             opt.zero_grad()
-            loss = loss_of(model, inner)
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+            backward_and_step(opt, loss_of(model, inner), scaler)
         results.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

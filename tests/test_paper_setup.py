@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from neuralgrok import NeuralAmplifier
-from neuralgrok.build import build_data
-from neuralgrok.models import Transformer
-from neuralgrok.normalize import Normalize
-from neuralgrok.tasks import inner_outer_test_split, number_of_examples
-from neuralgrok.checkpoints import load_weights
-from neuralgrok.train import SNAPSHOTS, TrainConfig, train
+from neuralgrok.experiments.data import build_data
+from neuralgrok.experiments.models import Transformer
+from neuralgrok.optim.normalize import Normalize
+from neuralgrok.experiments.tasks import inner_outer_test_split, number_of_examples
+from neuralgrok.storage.checkpoints import load_weights
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.loop import train
+from neuralgrok.experiments.records import SNAPSHOTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from official_loop import OfficialLoop  # noqa: E402
@@ -66,7 +68,7 @@ def test_runner_follows_the_official_loop_in_float64(monkeypatch):
     torch.set_default_dtype(torch.float64)
     try:
         recorded = []
-        from neuralgrok import optimizer as optimizer_module
+        from neuralgrok.optim import neuralgrok as optimizer_module
         original = optimizer_module.NeuralGrok._meta_step
 
         def recording_meta_step(self, params, inner_grads):

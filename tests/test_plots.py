@@ -1,9 +1,9 @@
-"""neuralgrok.plots.draw_groups: a colour per group, a line per run, one legend entry per group."""
+"""neuralgrok.experiments.plots.draw_groups: a colour per group, a line per run, one legend entry per group."""
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from neuralgrok import plots
+from neuralgrok.experiments import plots
 
 
 def history(scale):

@@ -7,14 +7,17 @@ import shutil
 import pytest
 import torch
 
-from neuralgrok.checkpoints import read_checkpoint
-from neuralgrok.build import (IMAGE_DEFAULTS, TOKEN_DEFAULTS, build_base_optimizer, build_data, build_model,
-                              depends_on_mode)
-from neuralgrok.models import evaluate
-from neuralgrok.polygons import NUM_CLASSES, polygon_split
-from neuralgrok.resnet import ResNet
-from neuralgrok.train import (CHECKPOINT, METRIC_COLUMNS, Evaluator, TrainConfig, resume,
-                              seed_everything, train)
+from neuralgrok.storage.checkpoints import read_checkpoint
+from neuralgrok.experiments.data import IMAGE_DEFAULTS, TOKEN_DEFAULTS, build_data
+from neuralgrok.experiments.loop import depends_on_mode
+from neuralgrok.experiments.methods import build_base_optimizer
+from neuralgrok.experiments.models import build_model
+from neuralgrok.experiments.models import evaluate
+from neuralgrok.experiments.polygons import NUM_CLASSES, polygon_split
+from neuralgrok.experiments.resnet import ResNet
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.loop import Evaluator, resume, seed_everything, train
+from neuralgrok.experiments.records import CHECKPOINT, METRIC_COLUMNS
 
 # 16 px and 48 of the 14,641 images (12 train, 36 test), batches of 5: a ResNet-18 step is cheap,
 # and a checkpoint at step 7 falls in the middle of an epoch (3 batches).

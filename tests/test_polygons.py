@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from neuralgrok import polygons
-from neuralgrok.polygons import (CLASS_SIDES, NUM_CLASSES, SIDES, combinations, draw, labels, load_images,
-                                 polygon, polygon_split, resnet18, split_indices)
+from neuralgrok.experiments import polygons
+from neuralgrok.experiments.polygons import (CLASS_SIDES, NUM_CLASSES, SIDES, combinations, draw, labels, load_images,
+                                             polygon, polygon_split, resnet18, split_indices)
 
 SIZE = 32  # small images keep the whole-dataset tests fast
 

@@ -1,10 +1,10 @@
-"""neuralgrok.resnet is torchvision's ResNet-18: same state-dict keys and shapes, same outputs from the same
+"""neuralgrok.experiments.resnet is torchvision's ResNet-18: same state-dict keys and shapes, same outputs from the same
 weights, same initialisation from the same seed. Compared with torchvision where it is installed (Debian's
 leg has python3-torchvision); the checks that need no torchvision run everywhere."""
 import pytest
 import torch
 
-from neuralgrok.resnet import BasicBlock, ResNet, resnet18
+from neuralgrok.experiments.resnet import BasicBlock, ResNet, resnet18
 
 def bn(prefix, channels):
     return [(f"{prefix}.{name}", (channels,)) for name in ("weight", "bias", "running_mean", "running_var")] + [
@@ -109,8 +109,8 @@ def test_torchvision_state_dict_loads_and_gives_identical_outputs(torchvision_re
 
 
 def test_polygons_resnet18_is_ours_and_loads_a_torchvision_file(torchvision_resnet, tmp_path):
-    from neuralgrok.polygons import NUM_CLASSES
-    from neuralgrok.polygons import resnet18 as polygon_resnet18
+    from neuralgrok.experiments.polygons import NUM_CLASSES
+    from neuralgrok.experiments.polygons import resnet18 as polygon_resnet18
 
     torch.manual_seed(1)
     path = tmp_path / "resnet18-imagenet-layout.pth"

@@ -1,4 +1,4 @@
-"""neuralgrok.results: downsampling keeps the threshold rows, exports are small and complete, loading and costs."""
+"""neuralgrok.experiments.results: downsampling keeps the threshold rows, exports are small and complete, loading and costs."""
 import dataclasses
 import json
 import math
@@ -7,10 +7,12 @@ import shutil
 import pytest
 import torch
 
-from neuralgrok import results
-from neuralgrok.files import atomic_write_text, to_toml
-from neuralgrok.sweep import load_sweep
-from neuralgrok.train import TrainConfig, metrics_csv, summarize, train
+from neuralgrok.experiments import cli, results
+from neuralgrok.storage.files import atomic_write_text, to_toml
+from neuralgrok.experiments.sweeps import load_sweep
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.loop import train
+from neuralgrok.experiments.records import metrics_csv, summarize
 
 THRESHOLD_KEYS = ("memorisation_step", "steps_to_test_50", "steps_to_test_90", "steps_to_test_95", "steps_to_test_99")
 TINY = dict(task="a+b", p=11, width=16, depth=1, heads=4, eval_every=1, threads=1)
@@ -235,6 +237,8 @@ def test_steps_table_rows_orders_by_registry_and_marks_unreached_medians(tmp_pat
     assert results.main(["table", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("| task | weight decay | method |") and len(printed) == 2 + len(rows)
+    assert cli.main(["results", "table", str(tmp_path)]) == 0  # the same command as `neuralgrok results table`
+    assert capsys.readouterr().out.splitlines() == printed
 
 
 def test_steps_table_rows_refuses_a_row_mixing_settings(tmp_path):

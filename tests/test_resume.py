@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from neuralgrok import cli
-from neuralgrok.demo import DEMO_CONFIG
-from neuralgrok.files import read_toml, to_toml
-from neuralgrok.checkpoints import read_checkpoint
-from neuralgrok.train import CHECKPOINT, METRIC_COLUMNS, TrainConfig, resume, train
+from neuralgrok.experiments import cli
+from neuralgrok.experiments.demo import DEMO_CONFIG
+from neuralgrok.storage.files import read_toml, to_toml
+from neuralgrok.storage.checkpoints import read_checkpoint
+from neuralgrok.experiments.config import TrainConfig
+from neuralgrok.experiments.loop import resume, train
+from neuralgrok.experiments.records import CHECKPOINT, METRIC_COLUMNS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Minibatches of 16 (about 4 per epoch) and checkpoints at odd steps, so a resume starts

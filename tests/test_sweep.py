@@ -8,9 +8,10 @@ import sys
 import pandas as pd
 import pytest
 
-from neuralgrok import compare, sweep
-from neuralgrok.files import read_toml, to_toml
-from neuralgrok.train import TrainConfig, metrics_csv
+from neuralgrok.experiments import compare, sweeps as sweep
+from neuralgrok.storage.files import read_toml, to_toml
+from neuralgrok.experiments.config import TrainConfig, config_from_flags
+from neuralgrok.experiments.records import metrics_csv
 
 
 def run_cli(*args, cwd=None):
@@ -52,7 +53,7 @@ def test_commands_rebuild_each_config_with_one_thread(tmp_path):
                                          seed=seed, threads=1)
         assert run.command[:6] == [sys.executable, "-m", "neuralgrok", "run", "--quiet", "--out"]
         assert run.command[6] == str(tmp_path / "runs" / run.name)
-        assert sweep.config_from_flags(run.command[7:]) == run.config
+        assert config_from_flags(run.command[7:]) == run.config
 
 
 def test_config_threads_and_tuples_survive_the_command_line(tmp_path):
@@ -61,7 +62,7 @@ def test_config_threads_and_tuples_survive_the_command_line(tmp_path):
     runs = sweep.load_sweep(write_sweep(tmp_path, text))
     assert [run.config.amplifier_hidden for run in runs] == [(8,), (8,), (16, 16), (16, 16)]
     assert {run.config.threads for run in runs} == {2}
-    assert all(sweep.config_from_flags(run.command[7:]) == run.config for run in runs)
+    assert all(config_from_flags(run.command[7:]) == run.config for run in runs)
 
 
 def test_sweep_runs_in_parallel_then_skips_finished_runs(tmp_path):

@@ -3,9 +3,9 @@ import torch
 
 import itertools
 
-from neuralgrok.tasks import (OPERATIONS, all_examples, equals_token, hold_out_split, inner_outer_test_split,
-                              modular_task, operation_token, register_operation, token_layout,
-                              unseen_first_operand_ceiling, vocabulary_size)
+from neuralgrok.experiments.tasks import (OPERATIONS, all_examples, equals_token, hold_out_split,
+                                          inner_outer_test_split, modular_task, operation_token, register_operation,
+                                          token_layout, unseen_first_operand_ceiling, vocabulary_size)
 
 BRUTE_FORCE = {
     "a+b": lambda a, b, p: (a + b) % p,

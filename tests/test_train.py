@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from neuralgrok import NeuralGrok, measures
-from neuralgrok.files import atomic_write, atomic_write_text, read_toml, to_toml
-from neuralgrok.grokfast import Grokfast
-from neuralgrok.build import build_data
-from neuralgrok.models import EmbeddingMLP, NandaTransformer, evaluate
-from neuralgrok.tasks import all_examples, inner_outer_test_split
-from neuralgrok.train import (METHODS, METRIC_COLUMNS, TrainConfig, register_method, summarize, summary_table,
-                              train, TrainingBatches, validate_config)
+from neuralgrok.storage.files import atomic_write, atomic_write_text, read_toml, to_toml
+from neuralgrok.optim.grokfast import Grokfast
+from neuralgrok.experiments.data import build_data
+from neuralgrok.experiments.models import EmbeddingMLP, NandaTransformer, evaluate
+from neuralgrok.experiments.tasks import all_examples, inner_outer_test_split
+from neuralgrok.experiments.config import TrainConfig, validate_config
+from neuralgrok.experiments.loop import TrainingBatches, train
+from neuralgrok.experiments.methods import METHODS, register_method
+from neuralgrok.experiments.records import METRIC_COLUMNS, summarize, summary_table
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)
@@ -144,7 +146,7 @@ def test_grokfast_methods_wrap_adamw_with_the_configs_hyperparameters(method, ex
     config = TrainConfig(method=method, ema_alpha=0.9, ema_lamb=3.0, ma_window=7, ma_lamb=4.0)
     model = torch.nn.Linear(2, 2)
     base = torch.optim.AdamW(model.parameters())
-    optimizer = METHODS[method](base, model, config, None)
+    optimizer = METHODS[method].build(base, model, config, None)
     assert isinstance(optimizer, Grokfast) and optimizer.base_optimizer is base
     assert optimizer.mode == expected.pop("mode")
     assert optimizer.filter.hyperparameters() == expected

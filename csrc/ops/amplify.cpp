@@ -325,6 +325,28 @@ std::vector<at::Tensor> amplify_kernel(at::TensorList grads, at::TensorList weig
   return outputs;
 }
 
+// The backward's last two steps, shared by the CPU kernel and the generic implementation: add the MLP's
+// gradient w.r.t. its input (the concatenated entries of the non-empty `flat` tensors, in order) into
+// grad_inputs, then append the weight and bias gradients (the schema's order: grads, weights, biases).
+void add_mlp_input_grads(std::vector<at::Tensor>& grad_inputs, const std::vector<at::Tensor>& flat,
+                         const at::Tensor& mlp_input_grad) {
+  int64_t offset = 0;
+  for (size_t t = 0; t < flat.size(); ++t) {
+    const int64_t n = flat[t].numel();
+    if (n == 0) continue;
+    grad_inputs[t].view({n}).add_(mlp_input_grad.narrow(0, offset, n));
+    offset += n;
+  }
+}
+
+std::vector<at::Tensor> with_parameter_grads(std::vector<at::Tensor> grad_inputs,
+                                             const std::vector<at::Tensor>& weight_grads,
+                                             const std::vector<at::Tensor>& bias_grads) {
+  grad_inputs.insert(grad_inputs.end(), weight_grads.begin(), weight_grads.end());
+  grad_inputs.insert(grad_inputs.end(), bias_grads.begin(), bias_grads.end());
+  return grad_inputs;
+}
+
 // Returns the grads w.r.t. grads, then weights, then biases.
 template <typename scalar_t>
 std::vector<at::Tensor> amplify_backward_kernel(at::TensorList grad_outputs, at::TensorList grads,
@@ -379,18 +401,11 @@ std::vector<at::Tensor> amplify_backward_kernel(at::TensorList grad_outputs, at:
       offset += flat[t].numel();
     }
     auto mlp_grads = relu_mlp_backward(x, score_cotangents, weights, biases);
-    offset = 0;
-    for (size_t t = 0; t < flat.size(); ++t) {
-      const int64_t n = flat[t].numel();
-      grad_inputs[t].view({n}).add_(mlp_grads.input.narrow(0, offset, n));
-      offset += n;
-    }
+    add_mlp_input_grads(grad_inputs, flat, mlp_grads.input);
     weight_grads = std::move(mlp_grads.weights);
     bias_grads = std::move(mlp_grads.biases);
   }
-  grad_inputs.insert(grad_inputs.end(), weight_grads.begin(), weight_grads.end());
-  grad_inputs.insert(grad_inputs.end(), bias_grads.begin(), bias_grads.end());
-  return grad_inputs;
+  return with_parameter_grads(std::move(grad_inputs), weight_grads, bias_grads);
 }
 
 // ---- device-generic implementation (ATen ops, the dense path) ----------------------------------------
@@ -492,19 +507,11 @@ std::vector<at::Tensor> amplify_backward_generic(at::TensorList grad_outputs, at
   } else {
     auto mlp_grads = relu_mlp_backward(at::cat(flat_nonempty), at::cat(score_cotangents), weights, biases,
                                        generic_rows_per_chunk(weights));
-    offset = 0;
-    for (size_t t = 0; t < grads.size(); ++t) {
-      const int64_t n = all.flat[t].numel();
-      if (n == 0) continue;
-      grad_inputs[t].view({n}).add_(mlp_grads.input.narrow(0, offset, n));
-      offset += n;
-    }
+    add_mlp_input_grads(grad_inputs, all.flat, mlp_grads.input);
     weight_grads = std::move(mlp_grads.weights);
     bias_grads = std::move(mlp_grads.biases);
   }
-  grad_inputs.insert(grad_inputs.end(), weight_grads.begin(), weight_grads.end());
-  grad_inputs.insert(grad_inputs.end(), bias_grads.begin(), bias_grads.end());
-  return grad_inputs;
+  return with_parameter_grads(std::move(grad_inputs), weight_grads, bias_grads);
 }
 
 // ---- Meta kernels ----------------------------------------------------------------------------------

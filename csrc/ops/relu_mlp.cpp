@@ -238,7 +238,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pieces_on_host(at::TensorList wei
 
 // Device-generic: the layers are copied to the host, compiled there, and the table is returned on
 // the layers' device. Its size depends on the values, so the op has no C++ Meta kernel: its fake
-// kernel (neuralgrok/_extension.py) gives the outputs a dynamic size.
+// kernel (neuralgrok/ops.py) gives the outputs a dynamic size.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> relu_mlp_pieces_generic(at::TensorList weights, at::TensorList biases,
                                                                        double lo, double hi) {
   check_float_tensor_list(weights, kPiecesOp, "weights");
