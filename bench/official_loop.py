@@ -15,7 +15,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from neuralgrok.tasks import Split
+from neuralgrok.experiments.tasks import Split
 
 
 def _functional_call(module: nn.Module, parameters, *args):

@@ -29,9 +29,11 @@ from common import machine  # noqa: E402
 from official_loop import OfficialLoop  # noqa: E402
 
 from neuralgrok import NeuralAmplifier  # noqa: E402
-from neuralgrok.build import build_base_optimizer, build_data, build_model  # noqa: E402
-from neuralgrok.models import answer_loss  # noqa: E402
-from neuralgrok.train import METHODS, TrainConfig, TrainingBatches, uses_outer_split  # noqa: E402
+from neuralgrok.experiments.config import TrainConfig  # noqa: E402
+from neuralgrok.experiments.data import build_data  # noqa: E402
+from neuralgrok.experiments.loop import TrainingBatches  # noqa: E402
+from neuralgrok.experiments.methods import METHODS, build_base_optimizer, uses_outer_split  # noqa: E402
+from neuralgrok.experiments.models import answer_loss, build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # (row name, runner method, meta mode); "official" is the official loop's structure.
@@ -67,7 +69,7 @@ def setup(config_path: Path, row: int):
 
         return steps, block
     base = build_base_optimizer(config, list(model.parameters()))
-    optimizer = METHODS[config.method](base, model, config, data.outer if with_outer else None)
+    optimizer = METHODS[config.method].build(base, model, config, data.outer if with_outer else None)
     batches = TrainingBatches(data.train.inputs, data.train.labels, config.batch_size, config.seed)
 
     def steps():

@@ -273,3 +273,15 @@ def test_grad_scaler_unscales_before_the_transform():
         results.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_all_finite_is_exact_for_every_dtype():
+    from neuralgrok.optim.base import all_finite
+
+    assert all_finite([torch.ones(3), torch.zeros(0), torch.tensor([1e300], dtype=torch.float64)])
+    assert all_finite([])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            tensors = [torch.ones(4, dtype=dtype), torch.tensor([0.5, bad], dtype=dtype)]
+            assert not all_finite(tensors)
+            assert all_finite(tensors[:1])

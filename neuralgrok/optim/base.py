@@ -5,13 +5,33 @@ Subclasses implement :meth:`GradientTransformOptimizer.transform_` (and may over
 extra work, as NeuralGrok does for its meta step). ``param_groups`` is the base optimizer's own
 list, so LR schedulers and ``add_param_group`` act on the base directly.
 """
-from typing import Any, Callable, Dict, List, Optional
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from .. import ops
 
 NONFINITE_POLICIES = ("raise", "skip")
+
+
+def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether every entry of every tensor is finite (no NaN, no Inf), with one host synchronisation:
+    the largest |entry| of each tensor (NaN where it holds a NaN) by one fused ``torch._foreach_norm``
+    with ord inf where torch has it, else tensor by tensor, then one check of those maxima. The check
+    per tensor with ``torch.isfinite(t).all()`` costs four ops and a synchronisation each, about 2%
+    of a step of the NeuralGrok paper's model, twice a step."""
+    tensors = [t.detach() for t in tensors if t.numel() > 0]
+    if not tensors:
+        return True
+    try:
+        largest = torch._foreach_norm(tensors, math.inf)
+    except (AttributeError, RuntimeError, TypeError):  # a torch without it, or a dtype it refuses
+        largest = [t.abs().amax() for t in tensors]
+    try:  # float64 holds every float dtype's finite values (a float32 copy of a float64 1e300 would be Inf)
+        return bool(torch.isfinite(torch.stack([m.to(torch.float64) for m in largest])).all())
+    except (RuntimeError, TypeError):  # several devices, or one without float64
+        return all(bool(torch.isfinite(m)) for m in largest)
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -87,10 +107,10 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
 
     def gradients_are_finite(self, params: List[torch.Tensor]) -> bool:
         """Applies the ``nonfinite`` policy: False means skip this step; raises for ``"raise"``."""
-        for p in params:
-            if not bool(torch.isfinite(p.grad).all()):
-                return self.nonfinite_found(f"the gradient of {self.parameter_name(p)}")
-        return True
+        if all_finite([p.grad for p in params]):
+            return True
+        bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))  # named on the rare failure
+        return self.nonfinite_found(f"the gradient of {self.parameter_name(bad)}")
 
     def nonfinite_found(self, what: str, consequence: str = "nothing was updated") -> bool:
         """Raise (policy ``"raise"``) or count a skipped step and return False (``"skip"``)."""
@@ -110,8 +130,7 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         """:meth:`transform_`, then the ``nonfinite`` policy on the transformed gradients, then keep
         their AGE if ``record_age`` is set. False: skip this step (the base optimizer must not step)."""
         self.transform_(params)
-        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).all()
-        if not bool(finite):  # one host sync; the name is looked up only on the rare failure
+        if not all_finite([p.grad for p in params]):  # one host sync; the name is looked up only on failure
             bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))
             return self.nonfinite_found(f"the transformed gradient of {self.parameter_name(bad)} (finite before "
                                         f"{type(self).__name__} transformed it)",

@@ -6,7 +6,7 @@ import torch
 
 from .. import ops
 from .amplifier import NeuralAmplifier, canonical_keys
-from .base import GradientTransformOptimizer, param_group_problems
+from .base import GradientTransformOptimizer, all_finite, param_group_problems
 
 META_MODES = ("paper", "fast")
 VIRTUAL_LRS = ("initial", "current")  # which lr of a parameter group the virtual step uses
@@ -185,7 +185,7 @@ class NeuralGrok(GradientTransformOptimizer):
         return fresh
 
     def _finite_or_policy(self, tensors, what):
-        if all(bool(torch.isfinite(t).all()) for t in tensors):
+        if all_finite(tensors):
             return True
         return self.nonfinite_found(what, "the amplifier was not updated")
 
