@@ -75,12 +75,15 @@ lock: install
 	{ sed -n '1,/^$$/p' $(CONSTRAINTS); $(PIP) freeze --all --exclude-editable | grep -v -e '^neuralgrok' -e '^pip==' | sed 's/^\(torch==[^+]*\)+.*/\1/'; } \
 	  > $(CONSTRAINTS).new && mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
+# The table of BENCHMARKS.md's first section first (NeuralGrok's Table 1 settings), then the rest.
 bench: install
+	$(PY) bench/paper_step.py
 	$(PY) bench/bench_age.py
 	$(PY) bench/bench_amplifier.py
 	$(PY) bench/bench_neuralgrok.py
 	$(PY) bench/bench_measures.py
 	$(PY) bench/bench_polygons.py
+	$(PY) bench/sweep_throughput.py
 
 # Every notebook headless, reading the committed results/ (NEURALGROK_QUICK=1 make notebooks: tiny live runs,
 # as the test suite does); the executed copies, with figures, go to runs/notebooks/.
