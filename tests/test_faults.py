@@ -23,7 +23,8 @@ from neuralgrok.experiments.compare import load_runs
 from neuralgrok.storage.files import locked_directory
 from neuralgrok.optim.normalize import Normalize
 from neuralgrok.experiments.sweeps import load_sweep
-from neuralgrok.experiments.config import ConfigError, TrainConfig, stored_config
+from neuralgrok.experiments.config import ConfigError, TrainConfig
+from neuralgrok.experiments.records import stored_config
 from neuralgrok.experiments.loop import resume, train
 from neuralgrok.experiments.records import CHECKPOINT, RunDirectoryError, run_files
 from neuralgrok.optim.base import NonFiniteGradientError

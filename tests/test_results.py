@@ -12,7 +12,7 @@ from neuralgrok.storage.files import atomic_write_text, to_toml
 from neuralgrok.experiments.sweeps import load_sweep
 from neuralgrok.experiments.config import TrainConfig
 from neuralgrok.experiments.loop import train
-from neuralgrok.experiments.records import metrics_csv, summarize
+from neuralgrok.experiments.records import Divergence, metrics_csv, summarize
 
 THRESHOLD_KEYS = ("memorisation_step", "steps_to_test_50", "steps_to_test_90", "steps_to_test_95", "steps_to_test_99")
 TINY = dict(task="a+b", p=11, width=16, depth=1, heads=4, eval_every=1, threads=1)
@@ -30,10 +30,10 @@ def grokking_history(steps=20_000, every=10, grok_at=12_345.0, never_above=1.0):
     return rows
 
 
-def write_run(directory, config, history):
+def write_run(directory, config, history, diverged=None):
     atomic_write_text(directory / "config.toml", to_toml(config.to_dict()))
     atomic_write_text(directory / "metrics.csv", metrics_csv(history))
-    summary = summarize(config, history, history[-1]["wall_time_s"])
+    summary = summarize(config, history, history[-1]["wall_time_s"], diverged)
     atomic_write_text(directory / "summary.json", json.dumps(summary))
     return summary
 
@@ -239,6 +239,21 @@ def test_steps_table_rows_orders_by_registry_and_marks_unreached_medians(tmp_pat
     assert printed[0].startswith("| task | weight decay | method |") and len(printed) == 2 + len(rows)
     assert cli.main(["results", "table", str(tmp_path)]) == 0  # the same command as `neuralgrok results table`
     assert capsys.readouterr().out.splitlines() == printed
+
+
+def test_steps_table_rows_marks_a_seed_that_diverged(tmp_path):
+    for seed in (0, 1):
+        config = TrainConfig(steps=20_000, seed=seed)
+        history = grokking_history(grok_at=5_445)
+        if seed == 1:  # NaN from step 3,000 on, before any test threshold
+            history = history[:301]
+            history[-1] = dict(history[-1], train_loss=math.nan, test_loss=math.nan)
+        write_run(tmp_path / f"run-{seed}", config, history,
+                  Divergence(3_000, "train_loss not finite") if seed == 1 else None)
+    row, = results.steps_table_rows(results.load(tmp_path))
+    # The diverged seed counts as unreached (its budget, 20,000): the median of two is a lower bound.
+    assert row["steps to 95%: median (per seed)"] == "> 13,165 (6,330 / diverged)"
+    assert row["steps to 99%: median (per seed)"].endswith("(6,830 / diverged)")
 
 
 def test_steps_table_rows_refuses_a_row_mixing_settings(tmp_path):

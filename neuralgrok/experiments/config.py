@@ -1,6 +1,7 @@
 """A run's config: the :class:`TrainConfig` dataclass (nanoGPT style: one flat dataclass, plain TOML
-override files), its checks, its stored form (a run directory's ``config.toml``), and the command-line
-flags generated from it, so that names, types and defaults are defined once.
+override files), its checks, how its paths resolve, and the command-line flags generated from it, so
+that names, types and defaults are defined once. Its stored form, a run directory's ``config.toml``, is
+a run record (:mod:`neuralgrok.experiments.records`).
 
 Example (the same as ``neuralgrok run --config configs/demo.toml --method neuralgrok``)::
 
@@ -204,30 +205,6 @@ def resolve_paths(values: Dict[str, object], base_dir: Union[str, Path]) -> Dict
         if isinstance(value, str) and value and not os.path.isabs(value):
             resolved[name] = os.path.normpath(os.path.join(base_dir, value))
     return resolved
-
-
-def stored_config(config: "TrainConfig", out_dir: Union[str, Path]) -> Dict[str, object]:
-    """``config`` as ``config.toml`` in ``out_dir`` holds it: a dict, the paths of :data:`PATH_FIELDS`
-    relative to ``out_dir`` (see :func:`resolve_paths`)."""
-    values = config.to_dict()
-    for name in PATH_FIELDS:
-        if values[name]:
-            values[name] = os.path.relpath(os.path.abspath(values[name]), os.path.abspath(out_dir))
-    return values
-
-
-def run_config(out_dir: Union[str, Path]) -> "TrainConfig":
-    """The config of the run in ``out_dir``, from its ``config.toml``: a field the file lacks takes the
-    value runs had before it existed (:meth:`TrainConfig.defaults`), its relative paths are relative
-    to ``out_dir``. Raises ConfigError (or OSError, a TOML ValueError) for a file that does not make one."""
-    written = resolve_paths(read_toml(Path(out_dir) / "config.toml"), out_dir)
-    return TrainConfig.from_dict({**TrainConfig.defaults(), **written})
-
-
-def same_config(a: "TrainConfig", b: "TrainConfig", out_dir: Union[str, Path]) -> bool:
-    """Whether configs ``a`` and ``b`` are one run's in ``out_dir``: equal fields, their paths naming the
-    same files (compared as stored there, relative to ``out_dir``)."""
-    return stored_config(a, out_dir) == stored_config(b, out_dir)
 
 
 def config_problems(config: "TrainConfig", environment: bool = False) -> List[str]:

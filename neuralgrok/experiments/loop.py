@@ -29,14 +29,14 @@ from ..optim.base import NonFiniteGradientError
 from ..storage.checkpoints import CheckpointError
 from ..storage.files import atomic_write, atomic_write_text, locked_directory, remove_temporaries, strict_json, to_toml
 from ..version import build_info
-from .config import TrainConfig, run_config, stored_config, validate_config
+from .config import TrainConfig, validate_config
 from .data import EVAL_CHUNK, RunData, build_data, eval_chunk
 from .logged_measures import MeasureInput, compute_measures, needs_all_pairs
 from .methods import METHODS, build_base_optimizer, uses_outer_split
 from .models import accuracy, answer_loss, build_model, example_losses
 from .records import (CHECKPOINT, METRIC_COLUMNS, Divergence, checkpoint_choices,
                       checkpoint_to_resume, claim_run_directory, load_checkpoint, metrics_csv, part_columns,
-                      peak_rss_mib, save_checkpoint, save_snapshot, summarize)
+                      peak_rss_mib, run_config, save_checkpoint, save_snapshot, stored_config, summarize)
 
 
 @dataclass

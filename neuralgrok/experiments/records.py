@@ -1,5 +1,6 @@
-"""A run's records: its directory's files (``config.toml``, ``checkpoint.pt``, ``metrics.csv``,
-``summary.json``, a method's artifacts and snapshots), what each holds, and reading finished runs back.
+"""A run's records: its directory's files (``config.toml``: :func:`stored_config` and :func:`run_config`;
+``checkpoint.pt``, ``metrics.csv``, ``summary.json``, a method's artifacts and snapshots), what each holds,
+and reading finished runs back.
 
 :func:`summarize` makes ``summary.json`` of a run's metrics history; :func:`save_checkpoint` and
 :func:`load_checkpoint` hold everything a resumed run needs (their keys, the ``metrics.csv`` columns and
@@ -13,6 +14,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import random
 import shutil
 import sys
@@ -25,7 +27,7 @@ import torch
 
 from ..storage.checkpoints import CheckpointError, previous_path, read_checkpoint, write_checkpoint
 from ..storage.files import atomic_write, finite_or_none, read_toml
-from .config import TrainConfig, resolve_paths, run_config, same_config, stored_config
+from .config import PATH_FIELDS, TrainConfig, resolve_paths
 
 METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                   "grad_age", "step_grad_age", "weight_norm", "wall_time_s")
@@ -39,6 +41,30 @@ RUN_FILES = ("summary.json", "metrics.csv", CHECKPOINT, previous_path(CHECKPOINT
 DIVERGED = "diverged"  # summary.json's stop_reason of a run whose loss or gradient became NaN or infinite
 
 EXIT_DIVERGED = 3  # the exit status of a run process (``neuralgrok run``) that diverged
+
+
+def stored_config(config: TrainConfig, out_dir: Union[str, Path]) -> Dict[str, object]:
+    """``config`` as ``config.toml`` in ``out_dir`` holds it: a dict, the paths of :data:`PATH_FIELDS`
+    relative to ``out_dir`` (see :func:`resolve_paths`)."""
+    values = config.to_dict()
+    for name in PATH_FIELDS:
+        if values[name]:
+            values[name] = os.path.relpath(os.path.abspath(values[name]), os.path.abspath(out_dir))
+    return values
+
+
+def run_config(out_dir: Union[str, Path]) -> TrainConfig:
+    """The config of the run in ``out_dir``, from its ``config.toml``: a field the file lacks takes the
+    value runs had before it existed (:meth:`TrainConfig.defaults`), its relative paths are relative
+    to ``out_dir``. Raises ConfigError (or OSError, a TOML ValueError) for a file that does not make one."""
+    written = resolve_paths(read_toml(Path(out_dir) / "config.toml"), out_dir)
+    return TrainConfig.from_dict({**TrainConfig.defaults(), **written})
+
+
+def same_config(a: TrainConfig, b: TrainConfig, out_dir: Union[str, Path]) -> bool:
+    """Whether configs ``a`` and ``b`` are one run's in ``out_dir``: equal fields, their paths naming the
+    same files (compared as stored there, relative to ``out_dir``)."""
+    return stored_config(a, out_dir) == stored_config(b, out_dir)
 
 
 class RunDirectoryError(ValueError):

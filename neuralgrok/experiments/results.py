@@ -43,10 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from ..storage.files import atomic_write, atomic_write_text, read_toml, to_toml, toml_value
-from .compare import PEAK_MEMORY_KEY, by_seed, group_runs, median_steps, steps_reached
+from .compare import PEAK_MEMORY_KEY, by_seed, diverged, group_runs, median_steps, steps_reached
 from .config import PATH_FIELDS
 from .methods import METHODS
-from .records import (MEMORISATION_ACCURACY, SNAPSHOTS, TEST_ACCURACY_THRESHOLDS, Run, first_step, load_runs, metrics_csv,
+from .records import (DIVERGED, MEMORISATION_ACCURACY, SNAPSHOTS, TEST_ACCURACY_THRESHOLDS, Run, first_step, load_runs, metrics_csv,
                       read_config, read_metrics, run_directories)
 from .sweeps import SWEEP_KEYS, load_sweep, run_sweep
 from .tasks import OPERATIONS
@@ -176,8 +176,10 @@ def matching(runs: List[Run], **fields: Any) -> List[Run]:
 def per_seed_text(values: Sequence[Any], digits: int = 3, separator: str = ", ") -> str:
     """One value per seed as ``"a, b, c"`` (joined by ``separator``): ints with thousands separators,
     floats to ``digits`` decimals, ``"-"`` for None or NaN (a threshold not reached, a test part
-    without examples)."""
+    without examples), text as it is (``"diverged"``)."""
     def text(value):
+        if isinstance(value, str):
+            return value
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -279,7 +281,8 @@ def steps_table_rows(runs: List[Run], thresholds: Sequence[float] = (0.95, 0.99)
     """The task x method table of README and BENCHMARKS.md: one row per (task, p, weight decay, method),
     in the registries' order of tasks and methods. Each has the median steps to each threshold with every
     seed's step ("-": never reached; a median counting one is a lower bound, "> N"), the median
-    seconds to the first threshold, the median peak RSS and the published number where one exists.
+    seconds to the first threshold, the median peak RSS and the published number where one exists. A
+    seed that diverged before reaching a threshold shows ``diverged`` there (and counts as unreached).
 
     Runs of one row must differ only in their seed: a ``ValueError`` names the other fields."""
     groups = {}
@@ -302,7 +305,9 @@ def steps_table_rows(runs: List[Run], thresholds: Sequence[float] = (0.95, 0.99)
         row = {"task": f"{task} mod {p}", "weight decay": f"{weight_decay:g}", "method": method,
                "seeds": len(group)}
         for threshold in thresholds:
-            per_seed = per_seed_text([run.summary.get(steps_key(threshold)) for run in group], separator=" / ")
+            reached = [run.summary.get(steps_key(threshold)) for run in group]
+            per_seed = per_seed_text([DIVERGED if steps is None and diverged(run) else steps
+                                      for steps, run in zip(reached, group)], separator=" / ")
             row[f"steps to {threshold:.0%}: median (per seed)"] = f"{steps_text(group, threshold)} ({per_seed})"
         row[f"seconds to {thresholds[0]:.0%}: median"] = bound_text(median_seconds_to(group, thresholds[0]))
         memory = [run.summary.get(PEAK_MEMORY_KEY) for run in group]

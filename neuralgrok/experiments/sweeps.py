@@ -53,9 +53,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..storage.files import read_toml
-from .config import (TrainConfig, config_flags, config_from_flags, resolve_paths, run_config, same_config,
-                     validate_config)
-from .records import DIVERGED, EXIT_DIVERGED, run_files
+from .config import TrainConfig, config_flags, config_from_flags, resolve_paths, validate_config
+from .records import DIVERGED, EXIT_DIVERGED, run_config, run_files, same_config
 
 SWEEP_KEYS = ("out", "base", "grid")
 

@@ -34,6 +34,14 @@ def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
         return all(bool(torch.isfinite(m)) for m in largest)
 
 
+def first_nonfinite_grad(params: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The first of ``params`` whose ``.grad`` holds a NaN or Inf, or None if all are finite: one
+    :func:`all_finite` check (one host synchronisation); the tensors are searched only when it fails."""
+    if all_finite([p.grad for p in params]):
+        return None
+    return next(p for p in params if not bool(torch.isfinite(p.grad).all()))
+
+
 class NonFiniteGradientError(RuntimeError):
     """A NaN or Inf gradient (raw, transformed, or a meta-gradient) under ``nonfinite="raise"``;
     nothing was updated (see :class:`GradientTransformOptimizer`)."""
@@ -107,10 +115,8 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
 
     def gradients_are_finite(self, params: List[torch.Tensor]) -> bool:
         """Applies the ``nonfinite`` policy: False means skip this step; raises for ``"raise"``."""
-        if all_finite([p.grad for p in params]):
-            return True
-        bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))  # named on the rare failure
-        return self.nonfinite_found(f"the gradient of {self.parameter_name(bad)}")
+        bad = first_nonfinite_grad(params)
+        return bad is None or self.nonfinite_found(f"the gradient of {self.parameter_name(bad)}")
 
     def nonfinite_found(self, what: str, consequence: str = "nothing was updated") -> bool:
         """Raise (policy ``"raise"``) or count a skipped step and return False (``"skip"``)."""
@@ -130,8 +136,8 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         """:meth:`transform_`, then the ``nonfinite`` policy on the transformed gradients, then keep
         their AGE if ``record_age`` is set. False: skip this step (the base optimizer must not step)."""
         self.transform_(params)
-        if not all_finite([p.grad for p in params]):  # one host sync; the name is looked up only on failure
-            bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))
+        bad = first_nonfinite_grad(params)
+        if bad is not None:
             return self.nonfinite_found(f"the transformed gradient of {self.parameter_name(bad)} (finite before "
                                         f"{type(self).__name__} transformed it)",
                                         "the parameters and the base optimizer were not updated")
