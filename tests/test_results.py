@@ -256,6 +256,21 @@ def test_steps_table_rows_marks_a_seed_that_diverged(tmp_path):
     assert row["steps to 99%: median (per seed)"].endswith("(6,830 / diverged)")
 
 
+def test_table1_rows_put_median_range_and_the_paper_side_by_side(tmp_path, capsys):
+    for task, method, seed, grok_at in [("a+b", "baseline", 0, 1_445), ("a+b", "baseline", 1, 2_445),
+                                        ("a+b", "baseline", 2, 25_000), ("a-b", "neuralgrok", 0, 845)]:
+        config = TrainConfig(task=task, method=method, seed=seed, steps=10_000)
+        write_run(tmp_path / f"{task}-{method}-{seed}", config, grokking_history(steps=10_000, grok_at=grok_at))
+    rows = results.table1_rows(results.load(tmp_path))
+    assert rows == [  # seed 2 never reached 95% within 10,000 steps: the range's top is a lower bound
+        {"method": "baseline", "a+b mod 97": "3,330 (2,330 to > 10,000, 3 seeds) [1,650]", "a-b mod 97": "- [4,330]"},
+        {"method": "neuralgrok", "a+b mod 97": "- [900]", "a-b mod 97": "1,730 [1,467]"}]
+    at_99 = results.table1_rows(results.load(tmp_path), threshold=0.99)
+    assert at_99[1] == {"method": "neuralgrok", "a+b mod 97": "-", "a-b mod 97": "2,230"}  # Table 1 is at 95%
+    assert results.main(["table1", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("| baseline | 3,330 (2,330 to > 10,000, 3 seeds) [1,650] |")
+
+
 def test_steps_table_rows_refuses_a_row_mixing_settings(tmp_path):
     for seed, width in [(0, 64), (1, 128)]:
         config = TrainConfig(steps=2_000, seed=seed, width=width)

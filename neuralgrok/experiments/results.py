@@ -14,6 +14,7 @@ Commands::
     neuralgrok results export runs/sweep-demo results/sweep-demo         # their small copies
     neuralgrok results export --finished-only runs/sweep-x results/sweep-x  # those done so far
     neuralgrok results table results/sweep-demo results/sweep-neuralgrok-tasks   # README's table
+    neuralgrok results table1 results/sweep-neuralgrok-table1      # NeuralGrok's Table 1, side by side
     neuralgrok results diff results/sweep-demo /tmp/clone/results/sweep-demo  # a regeneration agrees?
 
 Reading them back (a results directory is laid out like a sweep directory, so
@@ -317,6 +318,43 @@ def steps_table_rows(runs: List[Run], thresholds: Sequence[float] = (0.95, 0.99)
     return rows
 
 
+def seeds_range_text(runs: List[Run], threshold: float = 0.95) -> str:
+    """The steps to ``threshold`` over ``runs`` (seeds) as ``"median (min to max, n seeds)"``, e.g.
+    ``"1,296 (1,250 to 1,340, 3 seeds)"``; a seed that never got there counts as its budget, shown ``> N``
+    (a median or maximum ``> N`` is a lower bound). One seed: just its step."""
+    reached = steps_reached(runs, steps_key(threshold))
+    median = bound_text(median_steps(reached))
+    if len(reached) == 1:
+        return median
+    return f"{median} ({bound_text(reached[0])} to {bound_text(reached[-1])}, {len(reached)} seeds)"
+
+
+def table1_rows(runs: List[Run], threshold: float = 0.95) -> List[Dict[str, str]]:
+    """NeuralGrok's Table 1 beside ``runs``: one row per method (registry order), one column per task
+    (Table 1's order): :func:`seeds_range_text` of the steps to ``threshold`` test accuracy, followed by
+    the paper's number in brackets where Table 1 has one (its numbers are steps to 95%, so they are
+    shown only for ``threshold`` 0.95); ``"-"`` where no run of that cell is committed. Runs of one cell
+    must differ only in their seed, as in :func:`steps_table_rows` (``ValueError`` otherwise)."""
+    moduli = {run.config["task"]: run.config["p"] for run in runs}
+    tasks = [task for task in dict.fromkeys(task for task, _ in TABLE1_STEPS) if task in moduli]
+    methods = [method for method in METHODS if any(run.config["method"] == method for run in runs)]
+    rows = []
+    for method in methods:
+        row = {"method": method}
+        for task in tasks:
+            cell = [run for run in runs if run.config["task"] == task and run.config["method"] == method]
+            fields, _ = group_runs(cell)
+            if fields:
+                raise ValueError(f"the {task} {method} runs also differ in {', '.join(fields)}: one setting per cell")
+            text = seeds_range_text(cell, threshold) if cell else "-"
+            paper = TABLE1_STEPS.get((task, method), "") if threshold == 0.95 else ""
+            if paper != "":
+                text += " [fails within 1e6]" if paper is None else f" [{paper:,}]"
+            row[f"{task} mod {moduli[task]}"] = text
+        rows.append(row)
+    return rows
+
+
 def markdown_table(rows: List[Dict[str, Any]]) -> str:
     """``rows`` (dicts with the same keys) as a GitHub Markdown table."""
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -444,6 +482,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="export the finished runs and leave the unfinished ones (a sweep still running)")
     table = commands.add_parser("table", help="print the task x method steps-to-grok table (Markdown)")
     table.add_argument("results", nargs="+", help="results or sweep directories, e.g. results/sweep-demo")
+    table1 = commands.add_parser("table1", help="print NeuralGrok's Table 1 beside these runs (Markdown): "
+                                                "method x task, median (min to max, seeds) [paper]")
+    table1.add_argument("results", nargs="+", help="e.g. results/sweep-neuralgrok-table1")
+    table1.add_argument("--threshold", type=float, default=0.95, choices=TEST_ACCURACY_THRESHOLDS,
+                        help="test accuracy (default: 0.95, Table 1's)")
     diff = commands.add_parser("diff", help="compare regenerated results with committed ones; exit 1 if they differ",
                                description="Compare two results (or sweep) directories run by run, leaving out "
                                            f"{', '.join(MACHINE_FIELDS)}; print each difference, exit 1 if any.")
@@ -454,6 +497,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if arguments.command == "table":
             print(markdown_table(steps_table_rows(load_runs(arguments.results))), end="")
+            return 0
+        if arguments.command == "table1":
+            print(markdown_table(table1_rows(load_runs(arguments.results), arguments.threshold)), end="")
             return 0
         if arguments.command == "diff":
             found = differences(arguments.committed, arguments.regenerated, arguments.atol)
