@@ -50,9 +50,12 @@ deps:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# pip byte-compiles what it installs (about a minute of CPU for torch): where PYTHONDONTWRITEBYTECODE is set,
+# as on the project's machines, modules are never cached when imported, and every process that reaches
+# torch._dynamo (torch.optim imports it) then compiled some 800 files again: 7 of a tiny run's 12 seconds.
 $(STAMP): $(BUILD_INPUTS) | $(PY)
-	$(PIP) install -q --no-compile -c $(CONSTRAINTS) "$(TORCH_PIN)" $(BUILD_TOOLS)
-	$(PIP) install -q --no-compile -c $(CONSTRAINTS) --no-build-isolation -e ".[$(EXTRAS)]"
+	$(PIP) install -q -c $(CONSTRAINTS) "$(TORCH_PIN)" $(BUILD_TOOLS)
+	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[$(EXTRAS)]"
 	@touch $@
 
 install: deps $(STAMP)
