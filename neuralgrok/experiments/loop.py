@@ -323,7 +323,10 @@ def train(config: TrainConfig, out_dir: Optional[Union[str, Path]] = None, progr
     checkpoint raises :class:`neuralgrok.storage.checkpoints.CheckpointError` saying what to do.
 
     A loss or gradient that becomes NaN or infinite ends the run: its summary says
-    ``stop_reason = "diverged"`` (:func:`summarize`).
+    ``stop_reason = "diverged"`` (:func:`summarize`). The stop rules end it before its step budget at a
+    logged row (:func:`stop_due`): ``"early_stop"`` once test accuracy has held (``early_stop_accuracy``,
+    ``early_stop_evals``), ``"plateau"`` once train accuracy is 1 and test accuracy has stopped moving
+    (``plateau_stop_evals``, ``plateau_stop_tolerance``).
     """
     validate_config(config)
     if out_dir is None:
