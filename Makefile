@@ -87,6 +87,7 @@ bench: install
 	$(PY) bench/bench_measures.py
 	$(PY) bench/bench_polygons.py
 	$(PY) bench/sweep_throughput.py
+	$(PY) bench/gu_step.py
 
 # Every notebook headless, reading the committed results/ (NEURALGROK_QUICK=1 make notebooks: tiny live runs,
 # as the test suite does); the executed copies, with figures, go to runs/notebooks/.

@@ -15,8 +15,8 @@ Target: <= 5% at the default ``eval_every``.
 Whole runs on a loaded machine measure small overheads with a large error (the difference of two
 noisy times), so the parts are also timed directly in the same process: one training step
 (closure + optimizer step, as the loop runs it) and one logged row's extra work (the evaluation
-forward, AGE of the gradient, weight norm), each the median of ``--repeats`` x 5 calls; their
-ratio ``row / (eval_every x step)`` is the "parts" column.
+forward, AGE of the gradient, weight norm, the config's measures: ``common.RunnerParts``), each the
+median of ``--repeats`` x 5 calls; their ratio ``row / (eval_every x step)`` is the "parts" column.
 
 Setups: ``default`` = TrainConfig()'s defaults (a+b mod 97, 2 x 128 transformer, full batch,
 eval_every 10); ``demo`` = neuralgrok.experiments.demo.DEMO_CONFIG (p = 47, 1 x 64, batches of 512,
@@ -35,18 +35,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, median_seconds  # noqa: E402
+from common import RunnerParts, machine, median_seconds  # noqa: E402
 
 from neuralgrok.allocator import keep_freed_memory  # noqa: E402
 from neuralgrok.experiments.demo import DEMO_CONFIG  # noqa: E402
-from neuralgrok.experiments.data import build_data  # noqa: E402
-from neuralgrok.experiments.methods import build_base_optimizer  # noqa: E402
-from neuralgrok.experiments.models import build_model  # noqa: E402
-from neuralgrok.measures import weight_norm  # noqa: E402
-from neuralgrok.measures.age import age  # noqa: E402
-from neuralgrok.experiments.models import answer_loss  # noqa: E402
 from neuralgrok.experiments.config import TrainConfig  # noqa: E402
-from neuralgrok.experiments.loop import Evaluator, TrainingBatches, seed_everything, train  # noqa: E402
+from neuralgrok.experiments.loop import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUPS = {
@@ -59,27 +53,10 @@ SETUPS = {
 
 def parts_overhead(config, repeats):
     """``(row / (eval_every x step), step seconds, row seconds)`` from the loop's parts timed one by one."""
-    seed_everything(config.seed)
-    data = build_data(config, with_outer=False)
-    model = build_model(config, data.layout, data.sequence_length)
-    optimizer = build_base_optimizer(config, list(model.parameters()))
-    batches = TrainingBatches(data.train.inputs, data.train.labels, config.batch_size, config.seed)
-    evaluator = Evaluator(data, config.loss, train_from_step=batches.whole, all_pairs=False)
-
-    def step():
-        inputs, labels = next(batches)
-        optimizer.zero_grad(set_to_none=True)
-        answer_loss(model, inputs, labels, config.loss)[0].backward()
-        optimizer.step()
-
-    def row():
-        evaluator(model)
-        float(age(model))
-        weight_norm(model)
-
+    parts = RunnerParts(config)
     calls = repeats * 5
-    step_seconds = median_seconds(step, repeats=calls)  # first: the row's AGE needs gradients
-    row_seconds = median_seconds(row, repeats=calls)
+    step_seconds = median_seconds(parts.step, repeats=calls)  # first: the row's AGE needs gradients
+    row_seconds = median_seconds(parts.row, repeats=calls)
     return row_seconds / (config.eval_every * step_seconds), step_seconds, row_seconds
 
 

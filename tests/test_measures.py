@@ -331,6 +331,86 @@ def test_analyze_smoothing_ignores_a_one_sample_dip_and_no_grokking_gives_nan():
     assert np.isnan(smoothed["grok_step"]) and np.isnan(smoothed["lag"])
 
 
+def test_change_point_finds_a_level_shift_in_either_direction():
+    steps = np.arange(0, 1000, 10)
+    assert measures.change_point(steps, np.where(steps < 370, 2.0, -1.0)) == 370
+    assert measures.change_point(steps, np.where(steps < 370, -1.0, 2.0) + 0.01 * np.sin(steps)) == 370
+    ramp = 1 / (1 + np.exp(-(steps - 600) / 20.0))  # a smooth rise centred at 600
+    assert measures.change_point(steps, ramp) in (600, 610)
+    with_nan = np.where(steps < 500, 0.0, 1.0)
+    with_nan[[3, 70]] = np.nan
+    assert measures.change_point(steps, with_nan) == 500
+    assert np.isnan(measures.change_point(steps, np.ones(len(steps))))
+    assert np.isnan(measures.change_point(steps[:1], np.ones(1)))
+
+
+GROK_AT = 4000  # where each synthetic run's test accuracy jumps (test loss falls)
+
+
+def sigmoid(steps, centre, width=30.0):
+    return 1 / (1 + np.exp(-np.clip((steps - centre) / width, -50, 50)))
+
+
+def write_synthetic_run(directory, seed, lead, lag, groks=True):
+    """A run directory as the runner leaves it (config.toml, metrics.csv, summary.json) whose ``med`` is the
+    test loss ``lead`` steps ahead (it falls ``lead`` steps before the test-accuracy jump) and whose
+    ``fourier_gini`` rises ``lag`` steps after the jump."""
+    from neuralgrok.experiments.config import TrainConfig
+    from neuralgrok.experiments.records import METRIC_COLUMNS, metrics_csv, summarize
+    from neuralgrok.storage.files import atomic_write_text, strict_json, to_toml
+
+    config = TrainConfig(task="a+b", p=97, steps=6000, eval_every=20, seed=seed, measures="med,fourier_gini")
+    steps = np.arange(0, config.steps + 1, config.eval_every)
+    noise = np.random.default_rng(seed).normal(size=len(steps))
+    test_accuracy = 0.01 + 0.98 * sigmoid(steps, GROK_AT) if groks else np.full(len(steps), 0.1)
+
+    def test_loss_at(at):  # falling at the jump, and slowly throughout (so that no two steps tie)
+        return (4.6 * (1 - sigmoid(at, GROK_AT)) if groks else 4.0) + 0.01 * (2 - at / config.steps)
+
+    columns = {"step": steps, "train_loss": 0.01 + np.exp(-steps / 200), "train_accuracy": np.minimum(1.0, steps / 1000),
+               "test_loss": test_loss_at(steps), "test_accuracy": test_accuracy,
+               "grad_age": 300 + noise, "step_grad_age": 300 + noise, "weight_norm": 60 - steps / 1000,
+               "wall_time_s": steps * 0.5, "med": 0.2 + 0.3 * test_loss_at(steps + lead),
+               "fourier_gini": 0.1 + 0.5 * sigmoid(steps, GROK_AT + lag, 60.0) + 0.001 * noise}
+    history = [{column: float(columns[column][i]) if column != "step" else int(steps[i])
+                for column in (*METRIC_COLUMNS, "med", "fourier_gini")} for i in range(len(steps))]
+    directory.mkdir(parents=True)
+    atomic_write_text(directory / "config.toml", to_toml(config.to_dict()))
+    atomic_write_text(directory / "metrics.csv", metrics_csv(history))
+    atomic_write_text(directory / "summary.json", strict_json(summarize(config, history, history[-1]["wall_time_s"])))
+
+
+def test_analyze_of_a_sweep_reports_each_measures_lead_on_the_test_accuracy_jump(tmp_path, capsys):
+    from neuralgrok.experiments import cli
+
+    sweep = tmp_path / "sweep"
+    write_synthetic_run(sweep / "seed=0", 0, lead=600, lag=400)
+    write_synthetic_run(sweep / "seed=1", 1, lead=300, lag=200)
+    write_synthetic_run(sweep / "seed=2", 2, lead=300, lag=200, groks=False)  # a capped hold-out: no jump
+    assert cli.main(["analyze", str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(sweep / "correlations.csv").set_index(["run", "measure"])
+    assert set(table.index.get_level_values("measure")) == {"grad_age", "step_grad_age", "weight_norm", "med",
+                                                            "fourier_gini"}
+    for run, lead, lag in (("seed=0", 600, 400), ("seed=1", 300, 200)):
+        assert table.loc[(run, "med"), "jump_step"] in (GROK_AT, GROK_AT + 20)  # the half-way sample's side
+        assert table.loc[(run, "med"), "lead"] == lead
+        assert abs(table.loc[(run, "fourier_gini"), "lead"] + lag) <= 20  # a lag: negative, within one eval
+        # MED tracks the test loss: rank correlation 1 over the run and over memorisation -> grokking.
+        assert table.loc[(run, "med"), "spearman"] == pytest.approx(1.0)
+        assert table.loc[(run, "med"), "spearman_window"] == pytest.approx(1.0)
+        assert table.loc[(run, "weight_norm"), "spearman"] == pytest.approx(1.0)  # both fall throughout
+        assert table.loc[(run, "med"), "memorisation_step"] == 1000
+    assert np.isnan(table.loc[("seed=2", "med"), "jump_step"]) and np.isnan(table.loc[("seed=2", "med"), "lead"])
+    assert printed.splitlines()[0].split()[:3] == ["run", "measure", "spearman"]
+    assert "600" in next(line for line in printed.splitlines() if line.startswith("seed=0") and " med " in line)
+    # A directory that holds no runs is an error naming it.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["analyze", str(tmp_path / "empty")])
+    assert exit_info.value.code == 2 and "holds no runs" in capsys.readouterr().err
+
+
 def test_analyze_needs_the_standard_columns():
     with pytest.raises(ValueError, match="test_accuracy"):
         measures.analyze(pd.DataFrame({"step": [0], "test_loss": [1.0]}))

@@ -97,6 +97,26 @@ def test_nanda_transformer_shapes_and_no_layernorm(depth):
     assert model.blocks[0].mlp[0].out_features == 64 and isinstance(model.blocks[0].mlp[1], nn.ReLU)
 
 
+@pytest.mark.parametrize("depth", [1, 2])
+def test_nanda_evaluation_reads_out_the_last_position_only_with_the_same_logits_bit_for_bit(depth):
+    # At the base run's size (p = 97, 2 x 128, MLP 512) and in evaluation chunks: without autograd the last block
+    # computes only the read-out position, and the logits are those of the full sequence exactly.
+    torch.manual_seed(0)
+    model = NandaTransformer(vocab_size=98, num_classes=97, sequence_length=3, width=128, depth=depth)
+    inputs = torch.randint(0, 97, (3000, 3), generator=torch.Generator().manual_seed(1))
+    inputs[:, 2] = 97
+    with torch.no_grad():
+        full = model.head(model.hidden_states(inputs)[:, -1])
+        assert torch.equal(torch.cat([model(chunk) for chunk in inputs.split(2048)]), full)
+    # A training forward runs every position (the gradients keep their summation order): a counted call.
+    calls = []
+    model.blocks[-1].mlp.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[1]))
+    model(inputs[:4]).sum().backward()
+    with torch.no_grad():
+        model(inputs[:4])
+    assert calls == [3, 1]
+
+
 def test_nanda_transformer_init_is_gaussian_over_root_width_times_scale():
     torch.manual_seed(0)
     model = NandaTransformer(vocab_size=100, num_classes=97, sequence_length=3, init_scale=2.0)

@@ -9,6 +9,7 @@
     neuralgrok sweep configs/sweep-demo.toml [...] [--jobs N] [--dry-run]   (see neuralgrok.experiments.sweeps)
     neuralgrok compare runs/sweep-demo [runs/other ...] [--out DIR]      (see neuralgrok.experiments.compare)
     neuralgrok analyze runs/ab97 [--grok-accuracy 0.95] [--smooth 1]    (see neuralgrok.measures.analyze)
+    neuralgrok analyze results/sweep-x                                  (every run: neuralgrok.measures.correlation_table)
     neuralgrok results export|table|diff ...                            (see neuralgrok.experiments.results)
 
 ``run`` has one flag per :class:`neuralgrok.experiments.config.TrainConfig` field, generated from the dataclass,
@@ -42,7 +43,7 @@ from ..version import version_text
 from .config import (ConfigError, TrainConfig, add_config_arguments, given_config_flags, resolve_paths,
                      validate_config)
 from .loop import resume, train
-from .records import DIVERGED, EXIT_DIVERGED, RunDirectoryError, summary_table
+from .records import DIVERGED, EXIT_DIVERGED, CompareError, RunDirectoryError, run_directories, summary_table
 
 # What a run refuses before writing anything: exit status 2 with the message.
 REFUSALS = (ConfigError, RunDirectoryError, DirectoryInUseError, CheckpointError)
@@ -103,18 +104,46 @@ def run_outcome(summary: dict) -> int:
     return 0
 
 
+def _whole_number(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+SWEEP_ANALYSIS = "correlations.csv"  # what ``neuralgrok analyze`` writes in a directory of runs
+
+
 def analyze_run(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``neuralgrok analyze RUN``: :func:`neuralgrok.measures.analyze` of ``RUN/metrics.csv``."""
+    """``neuralgrok analyze RUN``: :func:`neuralgrok.measures.analyze` of ``RUN/metrics.csv``, written to
+    ``RUN/analysis.csv``; for a directory of runs (a sweep's ``out``, a results directory) one table of
+    them all, :func:`neuralgrok.measures.correlation_table`, written to ``DIR/correlations.csv`` (runs
+    without a metrics.csv yet are left out, unfinished ones kept and named on stderr)."""
     from ..measures import analysis  # imports pandas
 
-    metrics = Path(arguments.run) / "metrics.csv"
-    if not metrics.is_file():
-        parser.error(f"{metrics} does not exist; analyze takes a directory written by 'neuralgrok run --out'")
     if arguments.smooth < 1:
         parser.error(f"--smooth={arguments.smooth} must be at least 1")
-    table = analysis.analyze(metrics, grok_accuracy=arguments.grok_accuracy, smooth=arguments.smooth)
-    print(table.to_string(index=False))
-    print(f"written to {analysis.write_analysis(table, Path(arguments.run) / 'analysis.csv')}")
+    options = dict(grok_accuracy=arguments.grok_accuracy, smooth=arguments.smooth)
+    directory = Path(arguments.run)
+    if (directory / "metrics.csv").is_file():
+        table = analysis.analyze(directory / "metrics.csv", **options)
+        print(table.to_string(index=False))
+        print(f"written to {analysis.write_analysis(table, directory / 'analysis.csv')}")
+        return 0
+    try:
+        runs = [run for run in run_directories([directory]) if run != directory and (run / "metrics.csv").is_file()]
+    except CompareError:
+        runs = []
+    if not runs:
+        parser.error(f"{directory / 'metrics.csv'} does not exist and {directory} holds no runs with one; analyze "
+                     f"takes a directory written by 'neuralgrok run --out', or a directory of them")
+    unfinished = [run.name for run in runs if not (run / "summary.json").is_file()]
+    if unfinished:
+        print(f"note: unfinished (analysed as far as their metrics.csv goes): {', '.join(unfinished)}",
+              file=sys.stderr)
+    table = analysis.correlation_table({run.name: run / "metrics.csv" for run in runs}, **options)
+    shown = table[["run", "measure", *analysis.CORRELATION_COLUMNS]]
+    steps = [column for column in shown.columns if column in ("n_window", "lead") or column.endswith("_step")]
+    print(shown.to_string(index=False, float_format=lambda value: f"{value:.3f}", na_rep="-",  # NaN: none
+                          formatters={column: _whole_number for column in steps}))
+    print(f"written to {analysis.write_analysis(table, directory / SWEEP_ANALYSIS)}")
     return 0
 
 
@@ -162,11 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default=None, help="output directory (default: the sweep directory, "
                                                      "when a single one is given)")
 
-    analyze = commands.add_parser("analyze", help="correlate a run's logged measures with its test loss",
+    analyze = commands.add_parser("analyze", help="correlate logged measures with the test loss, for a run or "
+                                                  "every run of a sweep",
                                   description="Pearson/Spearman correlation of each measure in RUN/metrics.csv "
-                                              "with the test loss (raw and log), and the lag from the measure's "
-                                              "largest drop to grokking; printed and written to RUN/analysis.csv.")
-    analyze.add_argument("run", help="a run directory (written by 'neuralgrok run --out')")
+                                              "with the test loss (raw and log; Spearman also over the window "
+                                              "from memorisation to grokking), the lag from the measure's "
+                                              "largest drop to grokking and the lead of its change point on the "
+                                              "test-accuracy jump; printed and written to RUN/analysis.csv. For a "
+                                              "directory of runs (a sweep's out, a results directory): one table "
+                                              "of every run's measures, written to DIR/correlations.csv.")
+    analyze.add_argument("run", help="a run directory (written by 'neuralgrok run --out'), or a directory of them")
     analyze.add_argument("--grok-accuracy", type=float, default=0.95,
                          help="grokking = first logged step with this test accuracy (default: %(default)s)")
     analyze.add_argument("--smooth", type=int, default=1,

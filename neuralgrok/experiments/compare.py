@@ -17,14 +17,16 @@ line per seed, log-x).
 
 A run that diverged (its loss or gradient became NaN or infinite; ``stop_reason = "diverged"`` in its
 summary) stays in its group and never reached the thresholds it had not reached by then; a
-``diverged`` column then counts such runs per group (only when some run diverged).
+``diverged`` column then counts such runs per group (only when some run diverged). Runs ended by the
+plateau stop (``stop_reason = "plateau"``: a hold-out whose test accuracy stopped moving) are counted
+the same way, in a ``plateau`` column.
 
 A run that never reached a threshold is never dropped: it counts as "more than its steps budget"
 (shown ``>4000`` for a budget of 4,000 steps) and sorts after every run that reached it. A median
 is the middle value, or the mean of the two middle values for an even count; a median involving
 an unreached run is a lower bound, shown with ">" (two seeds at 3,000 and never by 4,000: ``>3500``).
 """
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 import argparse
 import csv
 import io
@@ -32,9 +34,10 @@ import statistics
 from pathlib import Path
 
 from ..storage.files import atomic_write_text
-from .records import DIVERGED, TEST_ACCURACY_THRESHOLDS, CompareError, Run, load_runs
+from .records import DIVERGED, PLATEAU, TEST_ACCURACY_THRESHOLDS, CompareError, Run, load_runs
 
 THRESHOLD_KEYS = tuple(f"steps_to_test_{round(t * 100)}" for t in TEST_ACCURACY_THRESHOLDS)
+COUNTED_STOPS = (DIVERGED, PLATEAU)  # stop reasons counted per group, each in its column where some run has it
 PEAK_MEMORY_KEY = "peak_rss_mib"
 
 
@@ -81,12 +84,18 @@ def diverged(run: Run) -> bool:
     return run.summary.get("stop_reason") == DIVERGED
 
 
-def group_row(fields: List[str], label: Tuple[Any, ...], runs: List[Run], with_diverged: bool = False) -> Dict[str, str]:
-    """One group's cells, keyed by CSV column name (``with_diverged``: a ``diverged`` column, the count)."""
+def stop_reasons_present(runs: List[Run]) -> List[str]:
+    """The :data:`COUNTED_STOPS` that some of ``runs`` ended with, in that order."""
+    return [reason for reason in COUNTED_STOPS if any(run.summary.get("stop_reason") == reason for run in runs)]
+
+
+def group_row(fields: List[str], label: Tuple[Any, ...], runs: List[Run], counts: Sequence[str] = ()) -> Dict[str, str]:
+    """One group's cells, keyed by CSV column name (``counts``: stop reasons, each a column counting the
+    group's runs that ended so, e.g. ``diverged``)."""
     row = {field: "-".join(map(str, v)) if isinstance(v, tuple) else str(v) for field, v in zip(fields, label)}
     row["seeds"] = str(len(runs))
-    if with_diverged:
-        row[DIVERGED] = str(sum(map(diverged, runs)))
+    for reason in counts:
+        row[reason] = str(sum(run.summary.get("stop_reason") == reason for run in runs))
     for key in THRESHOLD_KEYS:
         ordered = steps_reached(runs, key)
         for statistic, pair in (("median", median_steps(ordered)), ("min", ordered[0]), ("max", ordered[-1])):
@@ -107,7 +116,7 @@ def csv_text(rows: List[Dict[str, str]]) -> str:
 
 def markdown_text(fields: List[str], rows: List[Dict[str, str]]) -> str:
     """An aligned Markdown table; each threshold's range is shown as [min, max]."""
-    counts = [DIVERGED] if rows and DIVERGED in rows[0] else []
+    counts = [reason for reason in COUNTED_STOPS if rows and reason in rows[0]]
     header = [*fields, "seeds", *counts]
     for threshold in TEST_ACCURACY_THRESHOLDS:
         header += [f"test {threshold:.0%} median", f"test {threshold:.0%} range"]
@@ -131,8 +140,8 @@ def compare(paths: List[Union[str, Path]], out_dir: Union[str, Path]) -> str:
     out_dir = Path(out_dir)
     runs = load_runs(paths)
     fields, groups = group_runs(runs)
-    with_diverged = any(map(diverged, runs))
-    rows = [group_row(fields, label, group, with_diverged) for label, group in groups.items()]
+    counts = stop_reasons_present(runs)
+    rows = [group_row(fields, label, group, counts) for label, group in groups.items()]
     markdown = markdown_text(fields, rows)
     atomic_write_text(out_dir / "comparison.csv", csv_text(rows))
     atomic_write_text(out_dir / "comparison.md", markdown)

@@ -133,6 +133,11 @@ class TrainConfig:
     early_stop_accuracy: float = option(0.0, "end the run once test accuracy has held >= this for early_stop_evals "
                                              "evaluations in a row; 0 = off")
     early_stop_evals: int = option(20, "evaluations the early-stop accuracy must hold for")
+    plateau_stop_evals: int = option(0, "end the run once train accuracy has been 1 and test accuracy has stayed "
+                                        "within plateau_stop_tolerance (max - min) for this many evaluations in a "
+                                        "row, for hold-outs whose test accuracy is capped (Gu et al.'s strip); "
+                                        "0 = off")
+    plateau_stop_tolerance: float = option(0.001, "how far test accuracy may move over the plateau-stop window")
     snapshot_every: int = option(0, "steps between snapshots of the method's small state (NeuralGrok: its amplifier) "
                                     "in snapshots/step_N.pt, from step 0; 0 = none")
     measures: str = option("", "progress measures logged at each evaluation, comma-separated: "
@@ -219,7 +224,8 @@ def config_problems(config: "TrainConfig", environment: bool = False) -> List[st
     for name in ("width", "depth", "heads", "ma_window", "meta_every", "early_stop_evals"):
         if getattr(config, name) < 1:
             problems.append(f"{name}={getattr(config, name)} must be at least 1")
-    for name in ("steps", "batch_size", "warmup_steps", "checkpoint_every", "eval_every", "snapshot_every"):
+    for name in ("steps", "batch_size", "warmup_steps", "checkpoint_every", "eval_every", "snapshot_every",
+                 "plateau_stop_evals"):
         if getattr(config, name) < 0:
             problems.append(f"{name}={getattr(config, name)} must not be negative")
     if config.width % max(config.heads, 1):
@@ -247,6 +253,8 @@ def config_problems(config: "TrainConfig", environment: bool = False) -> List[st
         problems.append(f"ema_alpha={config.ema_alpha} must be in [0, 1]")
     if not 0.0 <= config.early_stop_accuracy <= 1.0:
         problems.append(f"early_stop_accuracy={config.early_stop_accuracy} must be in [0, 1] (0 = off)")
+    if not 0.0 <= config.plateau_stop_tolerance < 1.0:
+        problems.append(f"plateau_stop_tolerance={config.plateau_stop_tolerance} must be in [0, 1)")
     if not 0.0 < config.outer_fraction < config.train_fraction:
         problems.append(f"outer_fraction={config.outer_fraction} must be in (0, train_fraction="
                         f"{config.train_fraction})")

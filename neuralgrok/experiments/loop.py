@@ -34,7 +34,7 @@ from .data import EVAL_CHUNK, RunData, build_data, eval_chunk
 from .logged_measures import MeasureInput, compute_measures, needs_all_pairs
 from .methods import METHODS, build_base_optimizer, uses_outer_split
 from .models import accuracy, answer_loss, build_model, example_losses
-from .records import (CHECKPOINT, METRIC_COLUMNS, Divergence, checkpoint_choices,
+from .records import (CHECKPOINT, EARLY_STOP, METRIC_COLUMNS, PLATEAU, Divergence, checkpoint_choices,
                       checkpoint_to_resume, claim_run_directory, load_checkpoint, metrics_csv, part_columns,
                       peak_rss_mib, run_config, save_checkpoint, save_snapshot, stored_config, summarize)
 
@@ -109,6 +109,26 @@ def held_accuracy(config: TrainConfig, history: List[Dict[str, float]]) -> bool:
             and all(row["test_accuracy"] >= config.early_stop_accuracy for row in window))
 
 
+def plateaued(config: TrainConfig, history: List[Dict[str, float]]) -> bool:
+    """Whether the plateau stop is due after ``history``: its last ``plateau_stop_evals`` rows all have
+    a train accuracy of 1 and test accuracies within ``plateau_stop_tolerance`` of each other (max - min),
+    as a hold-out whose test accuracy is capped ends (never when ``plateau_stop_evals`` is 0)."""
+    count = config.plateau_stop_evals
+    window = history[-count:] if count else []
+    if len(window) < count or not window:
+        return False
+    test = [row["test_accuracy"] for row in window]
+    return all(row["train_accuracy"] == 1.0 for row in window) and max(test) - min(test) <= config.plateau_stop_tolerance
+
+
+def stop_due(config: TrainConfig, history: List[Dict[str, float]]) -> Optional[str]:
+    """Why the run ends after ``history`` before its step budget, as summary.json's ``stop_reason``:
+    ``"early_stop"`` (:func:`held_accuracy`), ``"plateau"`` (:func:`plateaued`), or None: it goes on."""
+    if held_accuracy(config, history):
+        return EARLY_STOP
+    return PLATEAU if plateaued(config, history) else None
+
+
 @contextlib.contextmanager
 def cpu_threads(count: int) -> Iterator[None]:
     """Run the block with ``count`` torch CPU threads (0 = as they are), then restore the count."""
@@ -170,8 +190,8 @@ class Evaluator:
 
 
 def _optimise(config, progress, out_dir=None, resume=False):
-    """The training loop; returns ``(model, optimizer, history, wall time in seconds, divergence)``
-    (divergence: a :class:`Divergence`, or None)."""
+    """The training loop; returns ``(model, optimizer, history, wall time in seconds, divergence, stop
+    reason)`` (divergence: a :class:`Divergence`, or None; stop reason: :func:`stop_due`'s, or None)."""
     seed_everything(config.seed)
     device = torch.device(config.device)
     with_outer = uses_outer_split(config)
@@ -198,7 +218,7 @@ def _optimise(config, progress, out_dir=None, resume=False):
 
     parts = {"model": model, "optimizer": optimizer, "warmup": warmup, "batches": batches}
     checkpoint = out_dir / CHECKPOINT if out_dir is not None and config.checkpoint_every else None
-    first_step, history, wall_time_s, diverged = 0, [], 0.0, None
+    first_step, history, wall_time_s, diverged, stop_reason = 0, [], 0.0, None, None
     start_from = checkpoint_to_resume(out_dir) if resume and checkpoint is not None else None
     if start_from is not None:
         try:
@@ -210,9 +230,11 @@ def _optimise(config, progress, out_dir=None, resume=False):
     try:
         # Iteration `step` logs the weights after `step` updates (the AGE of the raw gradient
         # there is taken in the closure's first call, before any method transforms it, and that of
-        # the gradient the base optimizer steps on after the transform); the last iteration (the
-        # budget's, or the one where the early stop is due) only measures, so the final weights
-        # get a logged row too.
+        # the gradient the base optimizer steps on after the transform). On a logged step the loop
+        # makes that first call itself, so that the stop rules see the row's train metrics, and the
+        # optimizer's own first call returns its loss (the gradients are those already in .grad).
+        # The last iteration (the budget's, or the one where a stop is due) only measures, so the
+        # final weights get a logged row too.
         for step in range(first_step, config.steps + 1):
             inputs, labels = next(batches)
             log_now = step % eval_period == 0 or step == config.steps
@@ -229,23 +251,24 @@ def _optimise(config, progress, out_dir=None, resume=False):
                 return loss
 
             last = step == config.steps
+            computed = []  # a logged step's loss, its gradients in .grad: the optimizer's first closure call
             if log_now:
                 evaluated, logits = evaluator(model)
                 norm = weight_norm(model)  # the L2 norm, not its square
                 logged_measures = compute_measures(measure_names, MeasureInput(model, config, data, evaluator.inputs,
                                                                                logits))
-                last = last or held_accuracy(config, history + [evaluated])
+                computed.append(closure())  # the row's gradient AGE (and a full batch's train metrics) first
+                stop_reason = stop_due(config, history + [{**at_logged_weights, **evaluated}])
+                last = last or stop_reason is not None
             if snapshots and (step % config.snapshot_every == 0 or last):
                 state = optimizer.snapshot_state()
                 if state is not None:
                     save_snapshot(out_dir, step, state)
-            if last:
-                closure()
-            else:
+            if not last:
                 if records_age:
                     optimizer.record_age, optimizer.recorded_age = log_now, None
                 try:
-                    optimizer.step(closure)
+                    optimizer.step(lambda: computed.pop() if computed else closure())
                 except NonFiniteGradientError as error:  # raised before anything was updated
                     diverged = Divergence(step, str(error).split(";")[0])
                     last = True
@@ -275,7 +298,7 @@ def _optimise(config, progress, out_dir=None, resume=False):
                 atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))  # to watch long runs
     finally:
         bar.close()
-    return model, optimizer, history, time.perf_counter() - start, diverged
+    return model, optimizer, history, time.perf_counter() - start, diverged, stop_reason
 
 
 def train(config: TrainConfig, out_dir: Optional[Union[str, Path]] = None, progress: bool = True, resume: bool = False,
@@ -300,7 +323,10 @@ def train(config: TrainConfig, out_dir: Optional[Union[str, Path]] = None, progr
     checkpoint raises :class:`neuralgrok.storage.checkpoints.CheckpointError` saying what to do.
 
     A loss or gradient that becomes NaN or infinite ends the run: its summary says
-    ``stop_reason = "diverged"`` (:func:`summarize`).
+    ``stop_reason = "diverged"`` (:func:`summarize`). The stop rules end it before its step budget at a
+    logged row (:func:`stop_due`): ``"early_stop"`` once test accuracy has held (``early_stop_accuracy``,
+    ``early_stop_evals``), ``"plateau"`` once train accuracy is 1 and test accuracy has stopped moving
+    (``plateau_stop_evals``, ``plateau_stop_tolerance``).
     """
     validate_config(config)
     if out_dir is None:
@@ -315,8 +341,8 @@ def train(config: TrainConfig, out_dir: Optional[Union[str, Path]] = None, progr
 
 
 def _train(config, out_dir, progress, resume):
-    model, optimizer, history, wall_time_s, diverged = _optimise(config, progress, out_dir, resume)
-    summary = summarize(config, history, wall_time_s, diverged)
+    model, optimizer, history, wall_time_s, diverged, stop_reason = _optimise(config, progress, out_dir, resume)
+    summary = summarize(config, history, wall_time_s, diverged, stop_reason)
     summary.update(peak_rss_mib=peak_rss_mib(), build=build_info())
     if out_dir is not None:
         atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))

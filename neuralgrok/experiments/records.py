@@ -38,7 +38,9 @@ MEMORISATION_ACCURACY = 0.99
 
 RUN_FILES = ("summary.json", "metrics.csv", CHECKPOINT, previous_path(CHECKPOINT).name, "amplifier.pt", SNAPSHOTS,
              "analysis.csv", "config.toml")
-DIVERGED = "diverged"  # summary.json's stop_reason of a run whose loss or gradient became NaN or infinite
+# summary.json's stop_reason: the step budget ran out, test accuracy held (the early stop), a hold-out's test
+# accuracy stopped moving after memorisation (the plateau stop), the loss or gradient became NaN or infinite.
+STEPS, EARLY_STOP, PLATEAU, DIVERGED = "steps", "early_stop", "plateau", "diverged"
 
 EXIT_DIVERGED = 3  # the exit status of a run process (``neuralgrok run``) that diverged
 
@@ -108,14 +110,17 @@ def first_step(history: List[Dict[str, float]], column: str, threshold: float) -
 
 
 def summarize(config: "TrainConfig", history: List[Dict[str, float]], wall_time_s: float,
-              diverged: Optional["Divergence"] = None) -> Dict[str, object]:
+              diverged: Optional["Divergence"] = None, stopped: Optional[str] = None) -> Dict[str, object]:
     """Steps to each (whole) test-accuracy threshold, memorisation step, final metrics including
     the test parts' (None = not reached, or not a finite number: a part without examples, a diverged
-    run's NaN), the steps run and why the run ended (``stop_reason``: ``"steps"``, its budget,
-    ``"early_stop"``, see :func:`held_accuracy`, or ``"diverged"``: then ``diverged_at_step`` and
-    ``diverged_because`` say where and why, see ``diverged``, a :class:`Divergence`)."""
+    run's NaN), the steps run and why the run ended (``stop_reason``: ``"steps"``, its budget;
+    ``stopped``, the stop rule that ended it early: ``"early_stop"`` (test accuracy held, see
+    :func:`neuralgrok.experiments.loop.held_accuracy`) or ``"plateau"`` (see
+    :func:`neuralgrok.experiments.loop.plateaued`), a run that ended early without ``stopped`` counting
+    as ``"early_stop"``; or ``"diverged"``: then ``diverged_at_step`` and ``diverged_because`` say where
+    and why, see ``diverged``, a :class:`Divergence`)."""
     final = history[-1]
-    reason = DIVERGED if diverged else "early_stop" if final["step"] < config.steps else "steps"
+    reason = DIVERGED if diverged else stopped or (EARLY_STOP if final["step"] < config.steps else STEPS)
     summary = {"method": config.method, "steps": config.steps, "steps_done": final["step"], "stop_reason": reason,
                "memorisation_step": first_step(history, "train_accuracy", MEMORISATION_ACCURACY)}
     if diverged:
@@ -268,6 +273,11 @@ def _cell(value, kind):
     return {"step": f"{value:,}", "accuracy": f"{value:.3f}", "seconds": f"{value:.1f}"}[kind]
 
 
+def _stop_cell(summary):
+    reason = summary.get("stop_reason", STEPS)
+    return f"{reason} at {summary['steps_done']:,}" if reason in (EARLY_STOP, PLATEAU) else reason
+
+
 SUMMARY_TABLE_COLUMNS = (
     ("method", "method", None),
     ("memorised", "memorisation_step", "step"),
@@ -282,12 +292,19 @@ SUMMARY_TABLE_COLUMNS = (
 
 def summary_table(summaries: List[Dict[str, Any]]) -> str:
     """Runs' summaries as an aligned text table ("-" = threshold never reached; a diverged run's
-    final accuracy reads "diverged")."""
-    rows = [[title for title, _, _ in SUMMARY_TABLE_COLUMNS]]
+    final accuracy reads "diverged"). When a run ended early by a stop rule, a ``stopped`` column
+    before the final accuracy gives each run's ``stop_reason`` with the step it stopped at
+    (``plateau at 12,340``; ``steps`` for one that ran its budget)."""
+    stopped_early = any(summary.get("stop_reason") in (EARLY_STOP, PLATEAU) for summary in summaries)
+    columns = list(SUMMARY_TABLE_COLUMNS)
+    if stopped_early:
+        columns.insert(-2, ("stopped", "stop_reason", "stop"))
+    rows = [[title for title, _, _ in columns]]
     for summary in summaries:
         diverged = summary.get("stop_reason") == DIVERGED
         rows.append([summary[key] if kind is None else DIVERGED if diverged and key == "final_test_accuracy"
-                     else _cell(summary[key], kind) for _, key, kind in SUMMARY_TABLE_COLUMNS])
+                     else _stop_cell(summary) if kind == "stop" else _cell(summary[key], kind)
+                     for _, key, kind in columns])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]

@@ -1,0 +1,140 @@
+"""The plateau stop: a hold-out run whose train accuracy is 1 and whose test accuracy has stopped moving ends
+there (``stop_reason = "plateau"``), a run whose test accuracy keeps moving does not, and a resumed run
+stops where the uninterrupted one did. (The early stop is tested in test_paper_setup.py.)"""
+import json
+import shutil
+
+import pytest
+import torch
+
+from neuralgrok.experiments.compare import group_row
+from neuralgrok.experiments.config import ConfigError, TrainConfig, config_from_flags
+from neuralgrok.experiments.loop import plateaued, resume, stop_due, train
+from neuralgrok.experiments.records import CHECKPOINT, Run, summarize, summary_table
+from neuralgrok.storage.checkpoints import read_checkpoint
+
+# Gu et al.'s strip at a toy size: a+b mod 13, first operands 0..4 held out (their tokens never trained),
+# so test accuracy is capped and settles in steps of 1/85 once the 84 training pairs are memorised.
+STRIP = dict(task="a+b", p=13, layout="nanda", operand_offset=5, split="strip", holdout_k=4, model="nanda",
+             train_fraction=0.5, width=32, depth=1, steps=400, lr=3e-3, weight_decay=0.0, eval_every=10,
+             checkpoint_every=0, threads=1)
+
+
+def rows(*pairs):
+    return [{"step": 10 * i, "train_accuracy": train, "test_accuracy": test} for i, (train, test) in enumerate(pairs)]
+
+
+def test_plateau_needs_train_accuracy_one_and_test_accuracy_within_the_tolerance_for_n_evaluations():
+    config = TrainConfig(plateau_stop_evals=3, plateau_stop_tolerance=0.001)
+    assert plateaued(config, rows((1.0, 0.3), (1.0, 0.3005), (1.0, 0.3009)))  # moved by 0.0009
+    assert not plateaued(config, rows((1.0, 0.3), (1.0, 0.3005), (1.0, 0.3012)))  # 0.0012 > 0.001
+    assert not plateaued(config, rows((1.0, 0.3), (1.0, 0.3)))  # only 2 evaluations
+    assert not plateaued(config, rows((0.99, 0.3), (1.0, 0.3), (1.0, 0.3)))  # not yet memorised throughout
+    # Creeping up by 0.0006 an evaluation: each move within the tolerance, but not the window's.
+    assert not plateaued(config, rows(*[(1.0, 0.3 + 0.0006 * i) for i in range(10)]))
+    assert plateaued(config, rows((0.5, 0.1), (1.0, 0.2), (1.0, 0.3), (1.0, 0.3), (1.0, 0.3)))
+    assert not plateaued(TrainConfig(), rows(*[(1.0, 0.3)] * 50))  # off by default
+    # The early stop takes precedence when both are due.
+    both = TrainConfig(plateau_stop_evals=2, early_stop_accuracy=0.9, early_stop_evals=2)
+    assert stop_due(both, rows((1.0, 0.95), (1.0, 0.95))) == "early_stop"
+    assert stop_due(both, rows((1.0, 0.5), (1.0, 0.5))) == "plateau"
+    assert stop_due(both, rows((1.0, 0.5), (1.0, 0.6))) is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"plateau_stop_evals": -1}, "plateau_stop_evals=-1 must not be negative"),
+    ({"plateau_stop_tolerance": -0.1}, r"plateau_stop_tolerance=-0.1 must be in \[0, 1\)"),
+    ({"plateau_stop_tolerance": 1.0}, r"plateau_stop_tolerance=1.0 must be in \[0, 1\)"),
+])
+def test_plateau_fields_are_checked(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**bad)
+
+
+def test_plateau_flags_come_from_the_dataclass_and_old_configs_read_as_off(tmp_path):
+    config = config_from_flags(["--plateau-stop-evals", "7", "--plateau-stop-tolerance", "0.01"])
+    assert (config.plateau_stop_evals, config.plateau_stop_tolerance) == (7, 0.01)
+    assert (TrainConfig.defaults()["plateau_stop_evals"], TrainConfig.defaults()["plateau_stop_tolerance"]) == (0, 0.001)
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.toml").write_text('task = "a+b"\np = 11\nsteps = 5\n')  # written before the fields existed
+    from neuralgrok.experiments.config import run_config
+
+    assert run_config(run).plateau_stop_evals == 0
+
+
+def without_wall_time(history):
+    return [{key: value for key, value in row.items() if key != "wall_time_s"} for row in history]
+
+
+def first_plateau(config, history):
+    """The index of the first row after which the plateau stop is due, or None."""
+    return next((i for i in range(len(history)) if plateaued(config, history[:i + 1])), None)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    """The strip run without a stop: the rows a stopped run must be a prefix of."""
+    return train(TrainConfig(**STRIP), progress=False)
+
+
+def test_a_run_that_plateaus_stops_there_with_its_weights(uninterrupted, tmp_path):
+    config = TrainConfig(**STRIP, plateau_stop_evals=5)
+    stop = first_plateau(config, uninterrupted.history)
+    assert stop is not None and uninterrupted.history[stop]["step"] < STRIP["steps"]
+    result = train(config, tmp_path / "run", progress=False)
+    assert without_wall_time(result.history) == without_wall_time(uninterrupted.history[:stop + 1])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "plateau" and summary["steps_done"] == result.history[-1]["step"]
+    # The last row describes the final weights: no update after it.
+    at_stop = train(TrainConfig(**dict(STRIP, steps=summary["steps_done"])), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(result.model.parameters(), at_stop.model.parameters()))
+    assert f"plateau at {summary['steps_done']:,}" in summary_table([summary])
+
+
+def test_a_run_whose_test_accuracy_keeps_moving_does_not_stop(uninterrupted):
+    # Long windows of memorised rows exist, but the test accuracy moves by 1/85 within each of them.
+    config = TrainConfig(**STRIP, plateau_stop_evals=20)
+    memorised = [i for i, row in enumerate(uninterrupted.history) if row["train_accuracy"] == 1.0]
+    assert len(memorised) > config.plateau_stop_evals and first_plateau(config, uninterrupted.history) is None
+    result = train(config, progress=False)
+    assert result.summary["stop_reason"] == "steps" and result.summary["steps_done"] == STRIP["steps"]
+    assert without_wall_time(result.history) == without_wall_time(uninterrupted.history)
+    # A tolerance wider than those moves makes the same run stop.
+    wider = TrainConfig(**STRIP, plateau_stop_evals=20, plateau_stop_tolerance=0.05)
+    assert first_plateau(wider, uninterrupted.history) is not None
+    assert train(wider, progress=False).summary["stop_reason"] == "plateau"
+
+
+def test_a_resumed_run_stops_where_the_uninterrupted_one_did(tmp_path):
+    config = TrainConfig(**dict(STRIP, checkpoint_every=13), plateau_stop_evals=5)
+    whole = train(config, tmp_path / "whole", progress=False)
+    assert whole.summary["stop_reason"] == "plateau"
+    # What a kill after the last checkpoint leaves: config.toml and checkpoint.pt.
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    for name in ("config.toml", CHECKPOINT):
+        shutil.copy(tmp_path / "whole" / name, interrupted / name)
+    assert 0 < read_checkpoint(interrupted / CHECKPOINT)["step"] < whole.summary["steps_done"]
+    resumed = resume(interrupted, progress=False)
+    assert without_wall_time(resumed.history) == without_wall_time(whole.history)
+    assert {k: v for k, v in resumed.summary.items() if k not in ("wall_time_s", "peak_rss_mib")} == \
+        {k: v for k, v in whole.summary.items() if k not in ("wall_time_s", "peak_rss_mib")}
+
+
+def test_summaries_and_tables_say_plateau(tmp_path, capsys):
+    history = rows((0.5, 0.1), (1.0, 0.3), (1.0, 0.3))
+    for row in history:
+        row.update(train_loss=0.1, test_loss=2.0)
+    config = TrainConfig(steps=1000)
+    summary = summarize(config, history, 1.0, stopped="plateau")
+    assert summary["stop_reason"] == "plateau" and json.loads(json.dumps(summary, allow_nan=False)) == summary
+    assert summarize(config, history, 1.0)["stop_reason"] == "early_stop"  # ended early, no reason given
+    table = summary_table([summary, summarize(TrainConfig(steps=20), history, 1.0)]).splitlines()
+    assert table[0].split()[-7] == "stopped"
+    assert "plateau at 20" in table[2] and table[3].split()[-3] == "steps"
+    # The comparison counts plateaued runs per group, as it counts diverged ones.
+    run = Run(tmp_path, config.to_dict(), summary, history)
+    assert group_row([], (), [run, run], counts=["plateau"])["plateau"] == "2"
+    # A plain run's table is unchanged: no column for it.
+    assert "stopped" not in summary_table([summarize(TrainConfig(steps=20), history, 1.0)])
