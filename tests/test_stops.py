@@ -58,7 +58,7 @@ def test_plateau_flags_come_from_the_dataclass_and_old_configs_read_as_off(tmp_p
     run = tmp_path / "old"
     run.mkdir()
     (run / "config.toml").write_text('task = "a+b"\np = 11\nsteps = 5\n')  # written before the fields existed
-    from neuralgrok.experiments.config import run_config
+    from neuralgrok.experiments.records import run_config
 
     assert run_config(run).plateau_stop_evals == 0
 
