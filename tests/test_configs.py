@@ -2,6 +2,7 @@
 reduced size, writing the columns and summary keys its setup calls for; the strip configs' splits
 have the paper's test-accuracy ceilings."""
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from neuralgrok.storage.files import read_toml
 from neuralgrok.experiments.tasks import unseen_first_operand_ceiling
 from neuralgrok.experiments.config import TrainConfig
 from neuralgrok.experiments.records import METRIC_COLUMNS, TEST_ACCURACY_THRESHOLDS
+from neuralgrok.experiments.sweeps import load_sweeps
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 NEURALGROK = ["add", "sub", "mul", "square_sub", "poly7"]
@@ -93,3 +95,24 @@ def test_strip_configs_have_the_papers_test_accuracy_ceilings(k, ceiling):
     assert len(held_first) == (k + 1) * 97 and held_first.max() == k
     assert data.train.inputs[:, 0].min() == k + 1  # no first operand 0..k trains
     assert data.train.inputs[:, 1].min() >= 60  # second operands are shifted by the offset
+
+
+# Gu et al. at p = 97 (issue 17): each run of configs/sweep-gu-p97-*.toml is one of the configs above.
+GU_P97 = {"base": {"seed=0,task=a+b": "base_add", "seed=0,task=a-b": "base_sub",
+                   "seed=0,task=x%5E2+xy+y%5E2": "base_x2xyy2", "seed=1,task=a+b": "base_add",
+                   "seed=2,task=a+b": "base_add"},
+          "rectangle": {f"holdout_k={k}": f"rectangle_k{k}" for k in (40, 50, 60, 67)},
+          "strip": {f"holdout_k={k}": f"strip_k{k}" for k in (40, 50, 60, 67)},
+          "variants": {"model=mlp": "mlp", "embedding_init=onehot_fixed": "onehot", "loss=mse": "mse",
+                       "embedding_init=toeplitz": "toeplitz"}}
+
+
+def test_the_p97_sweeps_run_exactly_the_paper_scale_configs():
+    runs = load_sweeps(sorted(CONFIGS.glob("sweep-gu-p97-*.toml")))
+    planned = {(run.out_dir.parent.name, run.out_dir.name): run.config for run in runs}
+    expected = {(f"sweep-gu-p97-{out}", name): config for out, names in GU_P97.items() for name, config in names.items()}
+    assert sorted(planned) == sorted(expected)
+    for key, name in expected.items():
+        config = TrainConfig.from_toml(CONFIGS / "grokking_insight" / f"{name}.toml")
+        seed = int(key[1].split(",")[0].split("=")[1]) if key[1].startswith("seed=") else config.seed
+        assert planned[key] == dataclasses.replace(config, seed=seed), key
