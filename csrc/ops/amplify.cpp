@@ -8,8 +8,11 @@
 // before anything is computed. Scores and norms are accumulated in float64.
 //
 // piecewise=True (the fast path) compiles the MLP into a table of pieces over [min g, max g] of
-// all the grads, in float64, then scores each entry by a binary search in the breakpoints; its
-// backward needs two sums per piece instead of a dense backward over every entry. An entry on a
+// all the grads, in float64, then finds each entry's piece from a uniform grid over the breakpoints;
+// its backward needs two sums per piece instead of a dense backward over every entry. On a CPU with
+// AVX2 and FMA the exps are taken 4 at a time in float64 (kernels/amplify_avx2.cpp, within 1 ulp of
+// std::exp, which the baseline loop calls entry by entry; NEURALGROK_AMPLIFY_KERNEL=baseline keeps
+// that loop, see kernels/select.h). An entry on a
 // breakpoint takes the piece on its right. When the table would be too large (piece_budget) the
 // op runs the dense path, which is what piecewise=False always does: the MLP on every entry in
 // batched matmuls.
@@ -30,11 +33,14 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "kernels/amplify_avx2.h"
+#include "kernels/select.h"
 #include "ops/common.h"
 #include "ops/generic.h"
 #include "ops/relu_mlp.h"
@@ -208,6 +214,13 @@ Normalizer exps_and_norm(const scalar_t* g, int64_t n, const Scores& score, doub
   const SumAndMax squares = at::parallel_reduce(
       0, n, kGrainSize, SumAndMax{0.0, 0.0},
       [&](int64_t begin, int64_t end, SumAndMax acc) {
+#if defined(NEURALGROK_AVX2_KERNELS)
+        if (amplify_avx2_kernels()) {
+          SumAndMax part;
+          avx2::exps_and_squares(g + begin, e + begin, end - begin, s_max, &part.first, &part.second);
+          return SumAndMax{acc.first + part.first, std::max(acc.second, part.second)};
+        }
+#endif
         for (int64_t i = begin; i < end; ++i) {
           e[i] = std::exp(e[i] - s_max);
           const double v = e[i] * static_cast<double>(g[i]);
@@ -234,10 +247,13 @@ Normalizer exps_and_norm(const scalar_t* g, int64_t n, const Scores& score, doub
   return {s_max, u_max * std::sqrt(scaled)};
 }
 
+// Room for one tensor's e_i, left uninitialised (exps_and_norm writes every entry first).
+std::unique_ptr<double[]> exp_buffer(int64_t n) { return std::unique_ptr<double[]>(new double[n]); }
+
 template <typename scalar_t, typename Scores>
 void write_amplified(const scalar_t* g, int64_t n, const Scores& score, double rescale, scalar_t* out) {
-  std::vector<double> e(n);
-  const Normalizer nz = exps_and_norm(g, n, score, e.data());
+  const auto e = exp_buffer(n);
+  const Normalizer nz = exps_and_norm(g, n, score, e.get());
   at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const double v = nz.norm > 0.0 ? e[i] * static_cast<double>(g[i]) / nz.norm : 0.0;
@@ -260,8 +276,8 @@ int64_t num_blocks(int64_t n) {
 template <typename scalar_t, typename Scores, typename Sink>
 void for_each_cotangent(const scalar_t* g, const scalar_t* y, int64_t n, const Scores& score, double rescale,
                         const Sink& sink) {
-  std::vector<double> exps(n);
-  const Normalizer nz = exps_and_norm(g, n, score, exps.data());
+  const auto exps = exp_buffer(n);
+  const Normalizer nz = exps_and_norm(g, n, score, exps.get());
   const auto e = [&](int64_t i) { return exps[i]; };
   const double v_dot_y = nz.norm == 0.0 ? 0.0
                                         : at::parallel_reduce(
