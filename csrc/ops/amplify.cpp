@@ -143,46 +143,74 @@ struct PiecewiseScores {
   }
 };
 
-// The piece of every entry, as table.piece_of (the upper bound in the breakpoints) gives it, in O(1)
-// an entry: a uniform grid of cells over the breakpoints' span knows the piece at each cell's left
-// edge, and a step or two either way from it ends where breakpoints[k - 1] <= g < breakpoints[k]
-// (which is exact whatever the rounding of the cell index). A binary search per entry mispredicts
-// most of its branches and was most of the op's time.
+// The piece of an entry, as table.piece_of (the upper bound in the breakpoints) gives it, in O(1): a
+// uniform grid of cells over the breakpoints' span knows the piece at each cell's left edge, and a
+// step or two either way from it ends where breakpoints[k - 1] <= g < breakpoints[k] (which is exact
+// whatever the rounding of the cell index). A binary search per entry mispredicts most of its branches
+// and was most of the op's time. Built once per call of the op, for all its tensors.
+class PieceFinder {
+ public:
+  explicit PieceFinder(const PiecewiseMlp& table)
+      : breaks_(table.breakpoints.data()), count_(static_cast<int64_t>(table.breakpoints.size())) {
+    if (count_ == 0) return;
+    lo_ = breaks_[0];
+    cells_ = 4 * count_;
+    const double span = breaks_[count_ - 1] - lo_;
+    per_unit_ = span > 0.0 ? static_cast<double>(cells_) / span : 0.0;
+    first_.resize(cells_ + 1);  // the piece at each cell's left edge
+    for (int64_t c = 0; c <= cells_; ++c) {
+      const double edge = per_unit_ > 0.0 ? lo_ + static_cast<double>(c) / per_unit_ : lo_;
+      first_[c] = static_cast<int32_t>(table.piece_of(edge));
+    }
+  }
+
+  int32_t operator()(double v) const {
+    if (count_ == 0) return 0;
+    const double position = (v - lo_) * per_unit_;
+    const int64_t c = position <= 0.0                           ? 0
+                      : position >= static_cast<double>(cells_) ? cells_
+                                                                : static_cast<int64_t>(position);
+    int64_t j = first_[c];
+    while (j < count_ && breaks_[j] <= v) ++j;
+    while (j > 0 && breaks_[j - 1] > v) --j;
+    return static_cast<int32_t>(j);
+  }
+
+ private:
+  const double* breaks_;
+  int64_t count_;
+  double lo_ = 0.0, per_unit_ = 0.0;
+  int64_t cells_ = 0;
+  std::vector<int32_t> first_;
+};
+
+// The piece of every entry (the backward reads it twice: for the scores and for the per-piece sums).
 template <typename scalar_t>
-at::Tensor pieces_of(const at::Tensor& flat_grad, const PiecewiseMlp& table) {
+at::Tensor pieces_of(const at::Tensor& flat_grad, const PieceFinder& find) {
   const int64_t n = flat_grad.numel();
   at::Tensor piece = at::empty({n}, at::dtype(at::kInt));
   const scalar_t* g = flat_grad.data_ptr<scalar_t>();
   int32_t* k = piece.data_ptr<int32_t>();
-  const std::vector<double>& breaks = table.breakpoints;
-  const int64_t count = static_cast<int64_t>(breaks.size());
-  if (count == 0) {
-    std::fill(k, k + n, 0);
-    return piece;
-  }
-  const double lo = breaks.front();
-  const int64_t cells = 4 * count;
-  const double span = breaks.back() - lo;
-  const double per_unit = span > 0.0 ? static_cast<double>(cells) / span : 0.0;
-  std::vector<int32_t> first(cells + 1);  // the piece at each cell's left edge
-  for (int64_t c = 0; c <= cells; ++c) {
-    const double edge = per_unit > 0.0 ? lo + static_cast<double>(c) / per_unit : lo;
-    first[c] = static_cast<int32_t>(table.piece_of(edge));
-  }
   at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const double v = static_cast<double>(g[i]);
-      const double position = (v - lo) * per_unit;
-      const int64_t c = position <= 0.0 ? 0 : position >= static_cast<double>(cells) ? cells
-                                                                                     : static_cast<int64_t>(position);
-      int64_t j = first[c];
-      while (j < count && breaks[j] <= v) ++j;
-      while (j > 0 && breaks[j - 1] > v) --j;
-      k[i] = static_cast<int32_t>(j);
-    }
+    for (int64_t i = begin; i < end; ++i) k[i] = find(static_cast<double>(g[i]));
   });
   return piece;
 }
+
+// Scores from each entry's piece, found as the score is taken (the forward reads each score once, so
+// it keeps no piece per entry); the same values as PiecewiseScores over pieces_of.
+template <typename scalar_t>
+struct FoundPieceScores {
+  const scalar_t* g;
+  const PieceFinder* find;
+  const double* slopes;
+  const double* intercepts;
+  double operator()(int64_t i) const {
+    const double v = static_cast<double>(g[i]);
+    const int32_t k = (*find)(v);
+    return slopes[k] * v + intercepts[k];
+  }
+};
 
 template <typename scalar_t>
 PiecewiseScores<scalar_t> piecewise_scores(const at::Tensor& flat_grad, const at::Tensor& piece,
@@ -323,10 +351,12 @@ std::vector<at::Tensor> amplify_kernel(at::TensorList grads, at::TensorList weig
   for (const auto& g : grads) outputs.push_back(at::empty(g.sizes(), g.options()));
   const auto table = piece_table(flat, weights, biases, range, piecewise);
   if (table) {
+    const PieceFinder find(*table);
     for (size_t t = 0; t < flat.size(); ++t) {
-      const at::Tensor piece = pieces_of<scalar_t>(flat[t], *table);
-      write_amplified(flat[t].data_ptr<scalar_t>(), flat[t].numel(), piecewise_scores<scalar_t>(flat[t], piece, *table),
-                      rescale, outputs[t].data_ptr<scalar_t>());
+      const scalar_t* g = flat[t].data_ptr<scalar_t>();
+      write_amplified(g, flat[t].numel(),
+                      FoundPieceScores<scalar_t>{g, &find, table->slopes.data(), table->intercepts.data()}, rescale,
+                      outputs[t].data_ptr<scalar_t>());
     }
     return outputs;
   }
@@ -382,8 +412,9 @@ std::vector<at::Tensor> amplify_backward_kernel(at::TensorList grad_outputs, at:
     at::Tensor block_sums = at::zeros({at::get_num_threads(), num_pieces, 2}, at::dtype(at::kDouble));
     double* sums = block_sums.data_ptr<double>();
     const double* slopes = table->slopes.data();
+    const PieceFinder find(*table);
     for (size_t t = 0; t < flat.size(); ++t) {
-      const at::Tensor piece = pieces_of<scalar_t>(flat[t], *table);
+      const at::Tensor piece = pieces_of<scalar_t>(flat[t], find);
       const int32_t* k = piece.data_ptr<int32_t>();
       const scalar_t* g = flat[t].data_ptr<scalar_t>();
       scalar_t* dg = grad_inputs[t].data_ptr<scalar_t>();
