@@ -8,7 +8,10 @@
 #include <pybind11/pybind11.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <string>
 
+#include "kernels/select.h"
 #include "ops/generic.h"
 
 namespace neuralgrok {
@@ -17,6 +20,32 @@ std::atomic<bool> cpu_runs_generic{false};
 }  // namespace
 
 bool generic_on_cpu() { return cpu_runs_generic.load(std::memory_order_relaxed); }
+
+namespace {
+// See kernels/select.h: whether the AVX2 kernels are built in and the CPU runs them, and the op's
+// environment variable does not turn them off.
+bool avx2_kernels(const char* variable) {
+  const char* value = std::getenv(variable);
+  const std::string choice = value == nullptr ? "" : value;
+  TORCH_CHECK(choice.empty() || choice == "avx2" || choice == "baseline", variable, "=", choice,
+              ": expected avx2 (the default) or baseline");
+#if defined(NEURALGROK_AVX2_KERNELS)
+  return choice != "baseline" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+bool age_avx2_kernels() {
+  static const bool enabled = avx2_kernels("NEURALGROK_AGE_KERNEL");
+  return enabled;
+}
+
+bool amplify_avx2_kernels() {
+  static const bool enabled = avx2_kernels("NEURALGROK_AMPLIFY_KERNEL");
+  return enabled;
+}
 }  // namespace neuralgrok
 
 TORCH_LIBRARY(neuralgrok, m) {
@@ -52,7 +81,8 @@ TORCH_LIBRARY(neuralgrok, m) {
 }
 
 // neuralgrok._C holds no op bindings: importing it runs the registrations above, after which the ops
-// are reached as torch.ops.neuralgrok.<op>. Its one function is the test switch of ops/generic.h.
+// are reached as torch.ops.neuralgrok.<op>. Its functions are the test switch of ops/generic.h and which
+// SIMD kernels run (kernels/select.h).
 PYBIND11_MODULE(_C, module) {
   module.doc() = "neuralgrok's C++ operators; use them through torch.ops.neuralgrok or the neuralgrok package";
   module.def(
@@ -62,4 +92,13 @@ PYBIND11_MODULE(_C, module) {
       "setting. For tests: use neuralgrok._extension.generic_kernels().");
   module.def("_generic_on_cpu", &neuralgrok::generic_on_cpu,
              "Whether the CPU kernels forward to the device-generic implementations.");
+  module.def(
+      "_simd_kernels",
+      [] {
+        pybind11::dict kernels;
+        kernels["age"] = neuralgrok::age_avx2_kernels() ? "avx2" : "baseline";
+        kernels["amplify"] = neuralgrok::amplify_avx2_kernels() ? "avx2" : "baseline";
+        return kernels;
+      },
+      "Which SIMD kernels the CPU kernels of age and amplify run: avx2 or baseline (kernels/select.h).");
 }

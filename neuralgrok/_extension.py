@@ -9,7 +9,7 @@ Python surface. :func:`generic_kernels` runs the
 generic one on CPU tensors too, which is how the tests check it on a machine without a GPU; the
 environment variable ``NEURALGROK_GENERIC_KERNELS=1`` does so for a whole process.
 """
-from typing import Iterator
+from typing import Dict, Iterator
 import contextlib
 import json
 import os
@@ -65,6 +65,14 @@ def generic_kernels(enabled: bool = True) -> Iterator[None]:
 def generic_kernels_enabled() -> bool:
     """Whether CPU tensors currently run the device-generic implementations (see :func:`generic_kernels`)."""
     return _C._generic_on_cpu()
+
+
+def simd_kernels() -> Dict[str, str]:
+    """Which SIMD kernels the CPU kernels of ``age`` and ``amplify`` run: ``"avx2"`` (AVX2 + FMA, where the
+    build and the CPU have them) or ``"baseline"``, as ``{"age": ..., "amplify": ...}``. Chosen once per
+    process; ``NEURALGROK_AGE_KERNEL=baseline`` and ``NEURALGROK_AMPLIFY_KERNEL=baseline`` turn the AVX2
+    kernels off (for testing the baseline loops; csrc/kernels/select.h)."""
+    return dict(_C._simd_kernels())
 
 
 if os.environ.get(GENERIC_KERNELS_ENV, "0") not in ("", "0"):

@@ -252,3 +252,49 @@ def test_result_does_not_depend_on_thread_count(per_tensor, normalized):
 def test_normalized_nan_among_zeros_is_nan(per_tensor):
     x = torch.tensor([0.0, float("nan"), 0.0])
     assert torch.isnan(age_op([x], per_tensor, normalized=True)).all()
+
+
+# -- the float32 kernels: AVX2 (where the CPU has it) and the baseline path ---------------------------
+def run_in_subprocess(env, code, tmp_path):
+    """Runs ``code`` in a fresh interpreter with the extra environment ``env`` (the kernel switches are
+    read once per process); ``code`` reads its inputs from and writes its outputs to ``io.pt``."""
+    import os
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "io.pt")], env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return torch.load(tmp_path / "io.pt")
+
+
+AGE_IN_SUBPROCESS = """
+import sys, torch, neuralgrok._extension as ext
+path = sys.argv[1]
+tensors = torch.load(path)["tensors"]
+values = [torch.ops.neuralgrok.age(tensors, pt, nz, 0.0) for pt in (False, True) for nz in (False, True)]
+torch.save({"kernels": ext.simd_kernels(), "values": values}, path)
+"""
+
+
+def test_baseline_float32_path_matches_reference_and_avx2_path(tmp_path):
+    # NEURALGROK_AGE_KERNEL=baseline turns the AVX2 kernels off (kernels/select.h): the float32 sums then
+    # take the buffered ATen-log path, which every CPU without AVX2 runs. Both are float32 logs summed in
+    # float64: each within 1e-6 (relative) of the float64 reference, and within 2e-6 of each other.
+    from neuralgrok._extension import simd_kernels
+    tensors = large_and_small_tensors(torch.float32)
+    torch.save({"tensors": tensors}, tmp_path / "io.pt")
+    out = run_in_subprocess({"NEURALGROK_AGE_KERNEL": "baseline"}, AGE_IN_SUBPROCESS, tmp_path)
+    assert out["kernels"]["age"] == "baseline"
+    assert simd_kernels()["age"] in ("avx2", "baseline")  # avx2 wherever the build and the CPU allow it
+    here = [age_op(tensors, pt, nz) for pt, nz in VARIANTS]
+    for (pt, nz), baseline, current in zip(VARIANTS, out["values"], here):
+        exact = reference.age([t.double() for t in tensors], pt, nz)
+        torch.testing.assert_close(baseline.double(), exact, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(current.double(), exact, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(baseline, current, rtol=2e-6, atol=2e-9)
+
+
+def test_kernel_switch_rejects_unknown_values(tmp_path):
+    torch.save({"tensors": [torch.ones(3)]}, tmp_path / "io.pt")
+    with pytest.raises(AssertionError, match="NEURALGROK_AGE_KERNEL=fast: expected avx2"):
+        run_in_subprocess({"NEURALGROK_AGE_KERNEL": "fast"}, AGE_IN_SUBPROCESS, tmp_path)

@@ -401,3 +401,64 @@ def test_module_call_errors_are_clear():
         amplifier.amplify([torch.randn(3)], method="fast")
     with pytest.raises(TypeError, match="takes a tensor"):
         amplifier([torch.randn(3)])
+
+
+# -- the exps: AVX2 kernel (where the CPU has it) and the baseline loop -------------------------------
+AMPLIFY_IN_SUBPROCESS = """
+import sys, torch, neuralgrok._extension as ext
+path = sys.argv[1]
+saved = torch.load(path)
+results = []
+for grads, weights, biases, cotangents in saved["cases"]:
+    for piecewise in (True, False):
+        out = torch.ops.neuralgrok.amplify(grads, weights, biases, 1.5, piecewise)
+        back = torch.ops.neuralgrok._amplify_backward(cotangents, grads, weights, biases, 1.5, piecewise)
+        results.append((list(out), list(back)))
+torch.save({"kernels": ext.simd_kernels(), "results": results}, path)
+"""
+
+
+def exp_kernel_cases():
+    cases = []
+    for dtype in (torch.float32, F64):
+        amplifier = make_amplifier((16, 16), dtype, seed=3)
+        weights, biases = (list(t.detach() for t in ts) for ts in mlp_layers(amplifier))
+        # Sizes that exercise the 4-wide loop, its remainder and parallel_reduce's chunks; a wide range
+        # of scores (entries of up to 30) so that some exps are far below 1.
+        grads = random_grads([(3,), (5, 7), (20001,), (0,), (4097,)], scale=3.0, dtype=dtype, seed=4)
+        grads[2][:50] *= 10
+        cotangents = random_grads([tuple(g.shape) for g in grads], dtype=dtype, seed=5)
+        cases.append((grads, weights, biases, cotangents))
+    return cases
+
+
+def test_baseline_exp_loop_matches_avx2_kernel_and_reference(tmp_path):
+    # NEURALGROK_AMPLIFY_KERNEL=baseline keeps std::exp entry by entry (kernels/select.h); the AVX2 kernel
+    # takes the exps 4 at a time, within 1 ulp of std::exp, and sums the squares in 4 lanes. The two agree
+    # to a few float64 ulps (float64: rtol 1e-13; float32 outputs: rtol 1e-6, a float32 rounding flipped
+    # now and then) and both match the reference.
+    import os
+    import subprocess
+    import sys
+    from neuralgrok._extension import simd_kernels
+    cases = exp_kernel_cases()
+    torch.save({"cases": cases}, tmp_path / "io.pt")
+    result = subprocess.run([sys.executable, "-c", AMPLIFY_IN_SUBPROCESS, str(tmp_path / "io.pt")],
+                            env={**os.environ, "NEURALGROK_AMPLIFY_KERNEL": "baseline"}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = torch.load(tmp_path / "io.pt")
+    assert out["kernels"]["amplify"] == "baseline"
+    assert simd_kernels()["amplify"] in ("avx2", "baseline")
+    results = iter(out["results"])
+    for grads, weights, biases, cotangents in cases:
+        rtol = 1e-6 if grads[0].dtype == torch.float32 else 1e-13
+        for piecewise in (True, False):
+            baseline_out, baseline_back = next(results)
+            here_out = list(ops.amplify(grads, weights, biases, 1.5, piecewise))
+            here_back = list(ops._amplify_backward(cotangents, grads, weights, biases, 1.5, piecewise))
+            assert_lists_close(here_out, baseline_out, rtol)
+            assert_lists_close(here_back, baseline_back, 10 * rtol)
+            exact = reference.amplify([g.double() for g in grads], [w.double() for w in weights],
+                                      [b.double() for b in biases], 1.5)
+            assert_lists_close([o.double() for o in here_out], [e.detach() for e in exact], 1e-5)

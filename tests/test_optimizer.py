@@ -285,3 +285,17 @@ def test_all_finite_is_exact_for_every_dtype():
             tensors = [torch.ones(4, dtype=dtype), torch.tensor([0.5, bad], dtype=dtype)]
             assert not all_finite(tensors)
             assert all_finite(tensors[:1])
+
+
+def test_all_finite_when_sums_overflow_or_cancel():
+    # The fast test sums the entries; a sum that overflows (finite entries) is settled exactly, and an
+    # Inf beside a -Inf (whose sum is NaN) or a NaN among huge entries is still caught.
+    from neuralgrok.optim.base import all_finite
+
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        huge = torch.finfo(dtype).max
+        assert all_finite([torch.full((8,), huge, dtype=dtype), torch.tensor([-huge, huge], dtype=dtype)])
+        assert not all_finite([torch.tensor([float("inf"), -float("inf")], dtype=dtype)])
+        assert not all_finite([torch.full((4,), huge, dtype=dtype), torch.tensor([float("nan")], dtype=dtype)])
+    assert all_finite([torch.ones(3), torch.ones(2, dtype=torch.float64)])  # mixed dtypes
+    assert not all_finite([torch.ones(3), torch.tensor([float("nan")], dtype=torch.float64)])

@@ -9,7 +9,8 @@
 // tensors (for normalized=True the L1 norm is then taken over everything, not per tensor).
 // The forward reads each entry once (the normalised form adds a max pass first, to stay exact for
 // tiny inputs), with float64 accumulation. float32 on a CPU with AVX2 and FMA, the common case, takes
-// its logs in the same pass (kernels/age_avx2.cpp); otherwise the entries stream through a
+// its logs in the same pass (kernels/age_avx2.cpp; NEURALGROK_AGE_KERNEL=baseline turns it off, see
+// kernels/select.h); otherwise the entries stream through a
 // cache-sized buffer whose logs ATen's SIMD log takes (see kChunk). Non-finite entries give a
 // non-finite result; the op never raises on values.
 //
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "kernels/age_avx2.h"
+#include "kernels/select.h"
 #include "ops/common.h"
 #include "ops/generic.h"
 
@@ -131,16 +133,6 @@ std::pair<double, double> weighted_sum(const scalar_t* w, const scalar_t* log_l,
   return {l1[0], sum[0]};
 }
 
-// Whether float32 sums go through the AVX2 + FMA kernels (kernels/age_avx2.cpp): built in, and the
-// CPU runs both.
-bool use_avx2_kernels() {
-#if defined(NEURALGROK_AVX2_KERNELS)
-  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return available;
-#else
-  return false;
-#endif
-}
 
 template <typename scalar_t>
 std::vector<Reduction> reduce_tensors(at::TensorList tensors, bool normalized, double eps) {
@@ -186,7 +178,7 @@ std::vector<Reduction> reduce_tensors(at::TensorList tensors, bool normalized, d
   const int64_t chunks = static_cast<int64_t>(chunk_starts.size()) - 1;
   at::parallel_for(0, chunks, kGrainSize / kChunk, [&](int64_t first, int64_t last) {
 #if defined(NEURALGROK_AVX2_KERNELS)
-    if (std::is_same_v<scalar_t, float> && use_avx2_kernels()) {
+    if (std::is_same_v<scalar_t, float> && age_avx2_kernels()) {
       for (int64_t c = first; c < last; ++c) {
         for (size_t s = chunk_starts[c]; s < chunk_starts[c + 1]; ++s) {
           const Segment& seg = segments[s];

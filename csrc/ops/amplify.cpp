@@ -8,8 +8,11 @@
 // before anything is computed. Scores and norms are accumulated in float64.
 //
 // piecewise=True (the fast path) compiles the MLP into a table of pieces over [min g, max g] of
-// all the grads, in float64, then scores each entry by a binary search in the breakpoints; its
-// backward needs two sums per piece instead of a dense backward over every entry. An entry on a
+// all the grads, in float64, then finds each entry's piece from a uniform grid over the breakpoints;
+// its backward needs two sums per piece instead of a dense backward over every entry. On a CPU with
+// AVX2 and FMA the exps are taken 4 at a time in float64 (kernels/amplify_avx2.cpp, within 1 ulp of
+// std::exp, which the baseline loop calls entry by entry; NEURALGROK_AMPLIFY_KERNEL=baseline keeps
+// that loop, see kernels/select.h). An entry on a
 // breakpoint takes the piece on its right. When the table would be too large (piece_budget) the
 // op runs the dense path, which is what piecewise=False always does: the MLP on every entry in
 // batched matmuls.
@@ -30,11 +33,14 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "kernels/amplify_avx2.h"
+#include "kernels/select.h"
 #include "ops/common.h"
 #include "ops/generic.h"
 #include "ops/relu_mlp.h"
@@ -137,46 +143,74 @@ struct PiecewiseScores {
   }
 };
 
-// The piece of every entry, as table.piece_of (the upper bound in the breakpoints) gives it, in O(1)
-// an entry: a uniform grid of cells over the breakpoints' span knows the piece at each cell's left
-// edge, and a step or two either way from it ends where breakpoints[k - 1] <= g < breakpoints[k]
-// (which is exact whatever the rounding of the cell index). A binary search per entry mispredicts
-// most of its branches and was most of the op's time.
+// The piece of an entry, as table.piece_of (the upper bound in the breakpoints) gives it, in O(1): a
+// uniform grid of cells over the breakpoints' span knows the piece at each cell's left edge, and a
+// step or two either way from it ends where breakpoints[k - 1] <= g < breakpoints[k] (which is exact
+// whatever the rounding of the cell index). A binary search per entry mispredicts most of its branches
+// and was most of the op's time. Built once per call of the op, for all its tensors.
+class PieceFinder {
+ public:
+  explicit PieceFinder(const PiecewiseMlp& table)
+      : breaks_(table.breakpoints.data()), count_(static_cast<int64_t>(table.breakpoints.size())) {
+    if (count_ == 0) return;
+    lo_ = breaks_[0];
+    cells_ = 4 * count_;
+    const double span = breaks_[count_ - 1] - lo_;
+    per_unit_ = span > 0.0 ? static_cast<double>(cells_) / span : 0.0;
+    first_.resize(cells_ + 1);  // the piece at each cell's left edge
+    for (int64_t c = 0; c <= cells_; ++c) {
+      const double edge = per_unit_ > 0.0 ? lo_ + static_cast<double>(c) / per_unit_ : lo_;
+      first_[c] = static_cast<int32_t>(table.piece_of(edge));
+    }
+  }
+
+  int32_t operator()(double v) const {
+    if (count_ == 0) return 0;
+    const double position = (v - lo_) * per_unit_;
+    const int64_t c = position <= 0.0                           ? 0
+                      : position >= static_cast<double>(cells_) ? cells_
+                                                                : static_cast<int64_t>(position);
+    int64_t j = first_[c];
+    while (j < count_ && breaks_[j] <= v) ++j;
+    while (j > 0 && breaks_[j - 1] > v) --j;
+    return static_cast<int32_t>(j);
+  }
+
+ private:
+  const double* breaks_;
+  int64_t count_;
+  double lo_ = 0.0, per_unit_ = 0.0;
+  int64_t cells_ = 0;
+  std::vector<int32_t> first_;
+};
+
+// The piece of every entry (the backward reads it twice: for the scores and for the per-piece sums).
 template <typename scalar_t>
-at::Tensor pieces_of(const at::Tensor& flat_grad, const PiecewiseMlp& table) {
+at::Tensor pieces_of(const at::Tensor& flat_grad, const PieceFinder& find) {
   const int64_t n = flat_grad.numel();
   at::Tensor piece = at::empty({n}, at::dtype(at::kInt));
   const scalar_t* g = flat_grad.data_ptr<scalar_t>();
   int32_t* k = piece.data_ptr<int32_t>();
-  const std::vector<double>& breaks = table.breakpoints;
-  const int64_t count = static_cast<int64_t>(breaks.size());
-  if (count == 0) {
-    std::fill(k, k + n, 0);
-    return piece;
-  }
-  const double lo = breaks.front();
-  const int64_t cells = 4 * count;
-  const double span = breaks.back() - lo;
-  const double per_unit = span > 0.0 ? static_cast<double>(cells) / span : 0.0;
-  std::vector<int32_t> first(cells + 1);  // the piece at each cell's left edge
-  for (int64_t c = 0; c <= cells; ++c) {
-    const double edge = per_unit > 0.0 ? lo + static_cast<double>(c) / per_unit : lo;
-    first[c] = static_cast<int32_t>(table.piece_of(edge));
-  }
   at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const double v = static_cast<double>(g[i]);
-      const double position = (v - lo) * per_unit;
-      const int64_t c = position <= 0.0 ? 0 : position >= static_cast<double>(cells) ? cells
-                                                                                     : static_cast<int64_t>(position);
-      int64_t j = first[c];
-      while (j < count && breaks[j] <= v) ++j;
-      while (j > 0 && breaks[j - 1] > v) --j;
-      k[i] = static_cast<int32_t>(j);
-    }
+    for (int64_t i = begin; i < end; ++i) k[i] = find(static_cast<double>(g[i]));
   });
   return piece;
 }
+
+// Scores from each entry's piece, found as the score is taken (the forward reads each score once, so
+// it keeps no piece per entry); the same values as PiecewiseScores over pieces_of.
+template <typename scalar_t>
+struct FoundPieceScores {
+  const scalar_t* g;
+  const PieceFinder* find;
+  const double* slopes;
+  const double* intercepts;
+  double operator()(int64_t i) const {
+    const double v = static_cast<double>(g[i]);
+    const int32_t k = (*find)(v);
+    return slopes[k] * v + intercepts[k];
+  }
+};
 
 template <typename scalar_t>
 PiecewiseScores<scalar_t> piecewise_scores(const at::Tensor& flat_grad, const at::Tensor& piece,
@@ -208,6 +242,13 @@ Normalizer exps_and_norm(const scalar_t* g, int64_t n, const Scores& score, doub
   const SumAndMax squares = at::parallel_reduce(
       0, n, kGrainSize, SumAndMax{0.0, 0.0},
       [&](int64_t begin, int64_t end, SumAndMax acc) {
+#if defined(NEURALGROK_AVX2_KERNELS)
+        if (amplify_avx2_kernels()) {
+          SumAndMax part;
+          avx2::exps_and_squares(g + begin, e + begin, end - begin, s_max, &part.first, &part.second);
+          return SumAndMax{acc.first + part.first, std::max(acc.second, part.second)};
+        }
+#endif
         for (int64_t i = begin; i < end; ++i) {
           e[i] = std::exp(e[i] - s_max);
           const double v = e[i] * static_cast<double>(g[i]);
@@ -234,10 +275,13 @@ Normalizer exps_and_norm(const scalar_t* g, int64_t n, const Scores& score, doub
   return {s_max, u_max * std::sqrt(scaled)};
 }
 
+// Room for one tensor's e_i, left uninitialised (exps_and_norm writes every entry first).
+std::unique_ptr<double[]> exp_buffer(int64_t n) { return std::unique_ptr<double[]>(new double[n]); }
+
 template <typename scalar_t, typename Scores>
 void write_amplified(const scalar_t* g, int64_t n, const Scores& score, double rescale, scalar_t* out) {
-  std::vector<double> e(n);
-  const Normalizer nz = exps_and_norm(g, n, score, e.data());
+  const auto e = exp_buffer(n);
+  const Normalizer nz = exps_and_norm(g, n, score, e.get());
   at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const double v = nz.norm > 0.0 ? e[i] * static_cast<double>(g[i]) / nz.norm : 0.0;
@@ -260,8 +304,8 @@ int64_t num_blocks(int64_t n) {
 template <typename scalar_t, typename Scores, typename Sink>
 void for_each_cotangent(const scalar_t* g, const scalar_t* y, int64_t n, const Scores& score, double rescale,
                         const Sink& sink) {
-  std::vector<double> exps(n);
-  const Normalizer nz = exps_and_norm(g, n, score, exps.data());
+  const auto exps = exp_buffer(n);
+  const Normalizer nz = exps_and_norm(g, n, score, exps.get());
   const auto e = [&](int64_t i) { return exps[i]; };
   const double v_dot_y = nz.norm == 0.0 ? 0.0
                                         : at::parallel_reduce(
@@ -307,10 +351,12 @@ std::vector<at::Tensor> amplify_kernel(at::TensorList grads, at::TensorList weig
   for (const auto& g : grads) outputs.push_back(at::empty(g.sizes(), g.options()));
   const auto table = piece_table(flat, weights, biases, range, piecewise);
   if (table) {
+    const PieceFinder find(*table);
     for (size_t t = 0; t < flat.size(); ++t) {
-      const at::Tensor piece = pieces_of<scalar_t>(flat[t], *table);
-      write_amplified(flat[t].data_ptr<scalar_t>(), flat[t].numel(), piecewise_scores<scalar_t>(flat[t], piece, *table),
-                      rescale, outputs[t].data_ptr<scalar_t>());
+      const scalar_t* g = flat[t].data_ptr<scalar_t>();
+      write_amplified(g, flat[t].numel(),
+                      FoundPieceScores<scalar_t>{g, &find, table->slopes.data(), table->intercepts.data()}, rescale,
+                      outputs[t].data_ptr<scalar_t>());
     }
     return outputs;
   }
@@ -366,8 +412,9 @@ std::vector<at::Tensor> amplify_backward_kernel(at::TensorList grad_outputs, at:
     at::Tensor block_sums = at::zeros({at::get_num_threads(), num_pieces, 2}, at::dtype(at::kDouble));
     double* sums = block_sums.data_ptr<double>();
     const double* slopes = table->slopes.data();
+    const PieceFinder find(*table);
     for (size_t t = 0; t < flat.size(); ++t) {
-      const at::Tensor piece = pieces_of<scalar_t>(flat[t], *table);
+      const at::Tensor piece = pieces_of<scalar_t>(flat[t], find);
       const int32_t* k = piece.data_ptr<int32_t>();
       const scalar_t* g = flat[t].data_ptr<scalar_t>();
       scalar_t* dg = grad_inputs[t].data_ptr<scalar_t>();

@@ -31,7 +31,8 @@ class NeuralAmplifier(nn.Module):
     gradients w.r.t. the MLP's parameters and the input gradients. Its default, exact fast path
     uses that a ReLU MLP on a scalar is piecewise linear: it compiles the MLP into breakpoints with
     one slope and intercept per piece over the range of the gradients seen, then scores each entry
-    by a binary search (and the backward needs two sums per piece). It agrees with the dense
+    on its piece, found from a uniform grid over the breakpoints (and the backward needs two sums
+    per piece). It agrees with the dense
     computation to float rounding; at an entry exactly on a breakpoint the gradient is the
     one-sided one from the right. It falls back to the dense path when the table would have more
     than ``max(256, N / 4)`` pieces for N entries in all (or 65536). Other activations run a

@@ -16,14 +16,32 @@ NONFINITE_POLICIES = ("raise", "skip")
 
 
 def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether every entry of every tensor is finite (no NaN, no Inf), with one host synchronisation:
-    the largest |entry| of each tensor (NaN where it holds a NaN) by one fused ``torch._foreach_norm``
-    with ord inf where torch has it, else tensor by tensor, then one check of those maxima. The check
-    per tensor with ``torch.isfinite(t).all()`` costs four ops and a synchronisation each, about 2%
-    of a step of the NeuralGrok paper's model, twice a step."""
+    """Whether every entry of every tensor is finite (no NaN, no Inf), with one host synchronisation.
+
+    The fast test is the sum of each tensor's sum: a NaN or Inf entry makes its tensor's sum, and so the
+    total, NaN or Inf (IEEE arithmetic never turns them back into finite numbers), so a finite total
+    means every entry is finite. A sum is one vectorised pass; on CPU it costs about a twentieth of the
+    largest |entry| (``torch._foreach_norm`` with ord inf, several ms a call on the NeuralGrok paper's
+    model, three times a step). A non-finite total (a non-finite entry, or finite entries whose sum
+    overflows) is settled by :func:`_all_finite_exactly`, so the answer is always the exact one."""
     tensors = [t.detach() for t in tensors if t.numel() > 0]
     if not tensors:
         return True
+    try:  # float16/bfloat16 sums in float32, which holds their finite sums far more often
+        sums = [t.sum(dtype=torch.float32) if t.dtype in (torch.float16, torch.bfloat16) else t.sum()
+                for t in tensors]
+        total = torch.stack(sums).sum() if len({(s.dtype, s.device) for s in sums}) == 1 else None
+    except (RuntimeError, TypeError):  # a dtype or device the sums do not serve
+        total = None
+    if total is not None and bool(torch.isfinite(total)):
+        return True
+    return _all_finite_exactly(tensors)
+
+
+def _all_finite_exactly(tensors: Sequence[torch.Tensor]) -> bool:
+    """:func:`all_finite` for non-empty tensors without the shortcut: the largest |entry| of each tensor
+    (NaN where it holds a NaN) by one fused ``torch._foreach_norm`` with ord inf where torch has it, else
+    tensor by tensor, then one check of those maxima (one host synchronisation)."""
     try:
         largest = torch._foreach_norm(tensors, math.inf)
     except (AttributeError, RuntimeError, TypeError):  # a torch without it, or a dtype it refuses
