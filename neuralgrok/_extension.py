@@ -70,8 +70,9 @@ def generic_kernels_enabled() -> bool:
 def simd_kernels() -> Dict[str, str]:
     """Which SIMD kernels the CPU kernels of ``age`` and ``amplify`` run: ``"avx2"`` (AVX2 + FMA, where the
     build and the CPU have them) or ``"baseline"``, as ``{"age": ..., "amplify": ...}``. Chosen once per
-    process; ``NEURALGROK_AGE_KERNEL=baseline`` and ``NEURALGROK_AMPLIFY_KERNEL=baseline`` turn the AVX2
-    kernels off (for testing the baseline loops; csrc/kernels/select.h)."""
+    process: AGE's AVX2 kernel unless ``NEURALGROK_AGE_KERNEL=baseline``; amplify's only with
+    ``NEURALGROK_AMPLIFY_KERNEL=avx2`` (its exps are within 1 ulp of ``std::exp``, not equal, and amplify
+    steers training: the default keeps a run the same on every CPU). See csrc/kernels/select.h."""
     return dict(_C._simd_kernels())
 
 

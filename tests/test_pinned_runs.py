@@ -1,7 +1,8 @@
 """Short runs at a fixed seed log exactly the metrics that commit b848e45 logged, bit for bit: every column of
 every row but the wall time, compared as exact floats. Since then the p = 97 step was made cheaper without
 changing its arithmetic (bench/gu_step.py): the Nanda model's evaluation runs the read-out position only
-through its last block, and the loop's stop rules see a logged step's train metrics first.
+through its last block, and the loop's stop rules see a logged step's train metrics first; NeuralGrok's
+amplify op got a fused forward, and the wrapper a cheaper non-finite check.
 
 The numbers depend on the machine's floating-point kernels, so they were recorded for one torch build and CPU
 capability (``ENVIRONMENT`` in the file) and the test is skipped elsewhere. To record them for another
@@ -31,6 +32,14 @@ RUNS = {
     "strip": dict(COMMON, depth=1, train_fraction=0.3, split="strip", holdout_k=40, operand_offset=60,
                   measures="med,med_cv"),
     "all_pairs": dict(COMMON, depth=1, train_fraction=0.3, measures="restricted_loss,excluded_loss"),
+    # NeuralGrok at the Table 1 setup (configs/neuralgrok/add.toml) on a narrow model: the amplify op's
+    # piecewise path with the (128, 128) amplifier, meta steps every 4 (its CPU kernels must keep std::exp's
+    # values by default: kernels/select.h), the non-finite checks and the clip.
+    "neuralgrok": dict(task="a+b", p=97, nonzero_b=True, train_fraction=0.5, model="transformer", block="official",
+                       width=32, depth=1, heads=4, optimizer="adam", lr=1e-3, weight_decay=1e-3, betas=[0.9, 0.98],
+                       warmup_steps=10, warmup_from_zero=True, batch_size=512, method="neuralgrok",
+                       amplifier_hidden=[128, 128], meta_every=4, meta_lr=1e-4, meta_weight_decay=1e-3,
+                       clip_grad_norm=1.0, steps=30, eval_every=10, checkpoint_every=0, threads=1),
 }
 
 

@@ -9,10 +9,10 @@
 //
 // piecewise=True (the fast path) compiles the MLP into a table of pieces over [min g, max g] of
 // all the grads, in float64, then finds each entry's piece from a uniform grid over the breakpoints;
-// its backward needs two sums per piece instead of a dense backward over every entry. On a CPU with
-// AVX2 and FMA the exps are taken 4 at a time in float64 (kernels/amplify_avx2.cpp, within 1 ulp of
-// std::exp, which the baseline loop calls entry by entry; NEURALGROK_AMPLIFY_KERNEL=baseline keeps
-// that loop, see kernels/select.h). An entry on a
+// its backward needs two sums per piece instead of a dense backward over every entry. The exps are
+// std::exp entry by entry; with NEURALGROK_AMPLIFY_KERNEL=avx2, on a CPU with AVX2 and FMA, they are
+// taken 4 at a time in float64 instead (kernels/amplify_avx2.cpp, within 1 ulp of std::exp; opt-in,
+// see kernels/select.h). An entry on a
 // breakpoint takes the piece on its right. When the table would be too large (piece_budget) the
 // op runs the dense path, which is what piecewise=False always does: the MLP on every entry in
 // batched matmuls.
