@@ -44,7 +44,9 @@ RUNS = {
 
 
 def environment() -> str:
-    return f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    cpu = getattr(torch.backends, "cpu", None)  # torch >= 2.0; torch 1.13 has none
+    capability = cpu.get_cpu_capability() if hasattr(cpu, "get_cpu_capability") else "unknown"
+    return f"torch {torch.__version__}, CPU capability {capability}"
 
 
 def logged(name: str) -> list:
