@@ -237,7 +237,9 @@ class NandaTransformer(nn.Module):
 
     def forward(self, inputs):
         # Only the last position is read out. Without autograd (evaluation) the last block computes only that
-        # position: the same logits, bit for bit, for about 30% less work. A training forward keeps every
+        # position: the same logits for about 30% less work (bit for bit where the matrix multiply's rows do not
+        # depend on how many there are, as in torch 2.13.0's CPU build; Debian's torch 1.13 rounds the last bits
+        # differently, as it does for any change of batch size). A training forward keeps every
         # position, because the weight gradients' sums would then skip the zero terms of the unread positions
         # and round differently in the last bits.
         return self.head(self._run_blocks(inputs, last_only=not torch.is_grad_enabled())[:, -1])
