@@ -52,12 +52,14 @@ SETUPS = {
 
 
 def parts_overhead(config, repeats):
-    """``(row / (eval_every x step), step seconds, row seconds)`` from the loop's parts timed one by one."""
+    """``(row / (period x step), step seconds, row seconds, period)`` from the loop's parts timed one by one;
+    ``period`` is the steps between logged rows (``eval_every``, or one epoch of batches where it is 0)."""
     parts = RunnerParts(config)
+    period = config.eval_every or parts.batches.steps_per_epoch
     calls = repeats * 5
     step_seconds = median_seconds(parts.step, repeats=calls)  # first: the row's AGE needs gradients
     row_seconds = median_seconds(parts.row, repeats=calls)
-    return row_seconds / (config.eval_every * step_seconds), step_seconds, row_seconds
+    return row_seconds / (period * step_seconds), step_seconds, row_seconds, period
 
 
 def timed_run(config):
@@ -66,10 +68,10 @@ def timed_run(config):
     return time.perf_counter() - start, len(result.history)
 
 
-def overhead(config, evals, repeats):
-    """``(overhead fraction, training seconds per step, seconds per logged row)``."""
-    steps = evals * config.eval_every
-    on = dataclasses.replace(config, steps=steps, checkpoint_every=0)
+def overhead(config, period, evals, repeats):
+    """``(overhead fraction, training seconds per step, seconds per logged row)``, a row every ``period`` steps."""
+    steps = evals * period
+    on = dataclasses.replace(config, steps=steps, checkpoint_every=0, eval_every=period)
     off = dataclasses.replace(on, eval_every=steps)
     timed_run(on)  # warm-up
     times = {"on": [], "off": []}
@@ -81,7 +83,7 @@ def overhead(config, evals, repeats):
     t_on, t_off = statistics.median(times["on"]), statistics.median(times["off"])
     row = (t_on - t_off) / (times["rows_on"] - times["rows_off"])
     step = (t_off - times["rows_off"] * row) / steps
-    return row / (config.eval_every * step), step, row
+    return row / (period * step), step, row
 
 
 def main():
@@ -100,14 +102,14 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for name in arguments.setups:
         config = SETUPS[name]() if name in SETUPS else TrainConfig.from_toml(name)
-        parts, part_step, part_row = parts_overhead(config, arguments.repeats)
+        parts, part_step, part_row, period = parts_overhead(config, arguments.repeats)
         parts_cells = f"{part_step * 1e3:.1f} | {part_row * 1e3:.1f} | {parts:.1%}"
         if arguments.evals:
-            fraction, step, row = overhead(config, arguments.evals, arguments.repeats)
+            fraction, step, row = overhead(config, period, arguments.evals, arguments.repeats)
             whole = f"{step * 1e3:.1f} | {row * 1e3:.1f} | {fraction:.1%}"
         else:
             whole = "- | - | -"
-        print(f"| {name} | {config.eval_every} | {parts_cells} | {whole} | <= 5% |", flush=True)
+        print(f"| {name} | {config.eval_every or f'0 (an epoch: {period})'} | {parts_cells} | {whole} | <= 5% |", flush=True)
 
 
 if __name__ == "__main__":
