@@ -463,3 +463,21 @@ def test_baseline_exp_loop_matches_avx2_kernel_and_reference(tmp_path):
             exact = reference.amplify([g.double() for g in grads], [w.double() for w in weights],
                                       [b.double() for b in biases], 1.5)
             assert_lists_close([o.double() for o in here_out], [e.detach() for e in exact], 1e-5)
+
+
+def test_spread_is_one_for_a_flat_amplifier_and_exact_for_a_known_response():
+    flat = NeuralAmplifier((4,))
+    with torch.no_grad():
+        flat.mlp[-1].weight.zero_()  # s(g) = the last bias: every entry weighs alike
+    assert flat.spread() == 1.0
+    # One hidden unit, s(g) = 10 relu(g): w(g) = exp(10 max(g, 0)) is 1 on the negative side and largest at
+    # g = high, so the spread over ±[1e-9, 0.1] is e (and e^0.5 over ±[1e-9, 0.05]).
+    ramp = NeuralAmplifier((1,))
+    with torch.no_grad():
+        ramp.mlp[0].weight.fill_(1.0), ramp.mlp[0].bias.zero_(), ramp.mlp[2].weight.fill_(10.0)
+    assert ramp.spread() == pytest.approx(math.e, rel=1e-12)
+    assert ramp.spread(high=0.05) == pytest.approx(math.exp(0.5), rel=1e-12)
+    assert ramp.mlp[0].weight.dtype == torch.float32  # the float64 copy leaves the amplifier as it was
+    for kwargs in (dict(low=0.0), dict(low=0.2), dict(high=float("inf")), dict(points=1)):
+        with pytest.raises(ValueError, match="spread needs 0 < low < high"):
+            ramp.spread(**kwargs)

@@ -318,3 +318,23 @@ def test_diff_ignores_machine_fields_and_names_every_other_difference(tmp_path, 
     shutil.rmtree(committed / "seed=1")
     assert results.differences(committed, regenerated, atol=0.3)[0] == f"seed=1: only in {regenerated}"
     assert results.main(["diff", str(committed), str(regenerated)]) == 1
+
+
+def test_amplifier_command_prints_each_runs_spread_over_its_snapshots(tmp_path, capsys):
+    config = TrainConfig(**dict(TINY, method="neuralgrok", amplifier_hidden=(4,), steps=12, snapshot_every=6,
+                                meta_every=1))
+    train(config, tmp_path / "sweep" / "ng", progress=False)
+    write_run(tmp_path / "sweep" / "plain", TrainConfig(steps=2_000), grokking_history(steps=2_000))  # no snapshots
+    results.export_runs([tmp_path / "sweep"], tmp_path / "results")
+    [row] = results.amplifier_spread_rows(results.load(tmp_path / "results"))
+    [run] = [run for run in results.load(tmp_path / "results") if run.config["method"] == "neuralgrok"]
+    spreads = {step: amplifier.spread() for step, amplifier in results.amplifier_snapshots(run).items()}
+    assert list(spreads) == [0, 6, 12] and len(set(spreads.values())) == 3  # the meta steps moved it
+    assert row == {"task": "a+b mod 11", "method": "neuralgrok", "seed": "0",
+                   "spread at the first snapshot": f"{spreads[0]:.4f} (step 0)", "at the last": f"{spreads[12]:.4f} (step 12)",
+                   "min to max over snapshots": f"{min(spreads.values()):.4f} to {max(spreads.values()):.4f}"}
+    assert results.main(["amplifier", str(tmp_path / "results")]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith(f"| a+b mod 11 | neuralgrok | 0 | {spreads[0]:.4f}")
+    with pytest.raises(SystemExit) as exit_info:
+        results.main(["amplifier", str(tmp_path / "sweep" / "plain")])
+    assert exit_info.value.code == 2 and "saved amplifier snapshots" in capsys.readouterr().err

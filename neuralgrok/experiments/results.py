@@ -151,6 +151,25 @@ def amplifier_snapshots(run: Run) -> Dict[int, Any]:
     return snapshots
 
 
+def amplifier_spread_rows(runs: List[Run], low: float = 1e-9, high: float = 0.1) -> List[Dict[str, str]]:
+    """One row per run that saved amplifier snapshots: its task, method and seed, and the amplifier's
+    :meth:`~neuralgrok.optim.amplifier.NeuralAmplifier.spread` (``max w / min w`` over ``±|g|`` in
+    ``[low, high]``) at the first and the last snapshot, with the smallest and largest over all of them."""
+    rows = []
+    for run in runs:
+        snapshots = amplifier_snapshots(run)
+        if not snapshots:
+            continue
+        spreads = {step: amplifier.spread(low, high) for step, amplifier in snapshots.items()}
+        first, last = min(spreads), max(spreads)
+        rows.append({"task": f"{run.config['task']} mod {run.config['p']}", "method": run.config["method"],
+                     "seed": str(run.config["seed"]),
+                     "spread at the first snapshot": f"{spreads[first]:.4f} (step {first:,})",
+                     "at the last": f"{spreads[last]:.4f} (step {last:,})",
+                     "min to max over snapshots": f"{min(spreads.values()):.4f} to {max(spreads.values()):.4f}"})
+    return rows
+
+
 def load(results_dir: Union[str, Path]) -> List[Run]:
     """The runs under ``results_dir`` as :class:`neuralgrok.experiments.records.Run` (config, summary, history)."""
     return load_runs([results_dir])
@@ -487,6 +506,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     table1.add_argument("results", nargs="+", help="e.g. results/sweep-neuralgrok-table1")
     table1.add_argument("--threshold", type=float, default=0.95, choices=TEST_ACCURACY_THRESHOLDS,
                         help="test accuracy (default: 0.95, Table 1's)")
+    spread = commands.add_parser("amplifier", help="print each NeuralGrok run's amplifier spread (Markdown): "
+                                                    "max w / min w over |g| in [low, high], first and last snapshot")
+    spread.add_argument("results", nargs="+", help="e.g. results/sweep-neuralgrok-table1")
+    spread.add_argument("--low", type=float, default=1e-9, help="smallest |g| (default: 1e-9)")
+    spread.add_argument("--high", type=float, default=0.1, help="largest |g| (default: 0.1)")
     diff = commands.add_parser("diff", help="compare regenerated results with committed ones; exit 1 if they differ",
                                description="Compare two results (or sweep) directories run by run, leaving out "
                                            f"{', '.join(MACHINE_FIELDS)}; print each difference, exit 1 if any.")
@@ -500,6 +524,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         if arguments.command == "table1":
             print(markdown_table(table1_rows(load_runs(arguments.results), arguments.threshold)), end="")
+            return 0
+        if arguments.command == "amplifier":
+            rows = amplifier_spread_rows(load_runs(arguments.results), arguments.low, arguments.high)
+            if not rows:
+                raise ValueError(f"no run under {', '.join(arguments.results)} saved amplifier snapshots "
+                                 "(NeuralGrok runs with --snapshot-every)")
+            print(markdown_table(rows), end="")
             return 0
         if arguments.command == "diff":
             found = differences(arguments.committed, arguments.regenerated, arguments.atol)

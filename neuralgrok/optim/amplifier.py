@@ -1,4 +1,5 @@
 """NeuralGrok's neural amplifier (arXiv 2504.17243), computed by the C++ op :func:`neuralgrok.ops.amplify`."""
+import copy
 import math
 import numbers
 from typing import Any, Dict, List, Sequence, Tuple
@@ -130,6 +131,21 @@ class NeuralAmplifier(nn.Module):
         values = torch.as_tensor(values, dtype=self.mlp[0].weight.dtype, device=self.mlp[0].weight.device)
         scores = self.mlp(torch.cat([values.reshape(-1), values.new_zeros(1)]).reshape(-1, 1)).reshape(-1)
         return {"score": scores[:-1].view_as(values), "weight": torch.exp(scores[:-1] - scores[-1]).view_as(values)}
+
+    def spread(self, low: float = 1e-9, high: float = 0.1, points: int = 300) -> float:
+        """How far the amplifier is from plain normalisation: ``max w / min w`` of :meth:`response`'s weight
+        over gradient values ``±|g|`` with ``|g|`` log-spaced from ``low`` to ``high`` (``points`` of each
+        sign), computed in float64. 1 means every entry in that range counts alike, so that the amplified
+        tensor is ``c * g / ||g||``. The defaults cover the entries of NeuralGrok's Table 1 runs (at
+        initialisation the batch gradient's median |g| is about 3e-4, its largest about 0.1)."""
+        if not (0 < low < high and math.isfinite(high)) or points < 2:
+            raise ValueError(f"spread needs 0 < low < high finite and points >= 2; got low={low}, high={high}, "
+                             f"points={points}")
+        magnitudes = torch.logspace(math.log10(low), math.log10(high), points, dtype=torch.float64)
+        with torch.no_grad():
+            amplifier = copy.deepcopy(self).to(dtype=torch.float64, device="cpu")
+            weights = amplifier.response(torch.cat([magnitudes, -magnitudes]))["weight"]
+        return float(weights.max() / weights.min())
 
     def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True, **kwargs: Any) -> Any:
         """``nn.Module.load_state_dict``, also for the official ``neuralgrad`` code's keys ``network.N.*``."""
