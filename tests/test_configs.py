@@ -116,3 +116,12 @@ def test_the_p97_sweeps_run_exactly_the_paper_scale_configs():
         config = TrainConfig.from_toml(CONFIGS / "grokking_insight" / f"{name}.toml")
         seed = int(key[1].split(",")[0].split("=")[1]) if key[1].startswith("seed=") else config.seed
         assert planned[key] == dataclasses.replace(config, seed=seed), key
+
+
+def test_the_mechanism_sweep_is_the_table1_standard_run_with_stronger_weight_decay():
+    # configs/sweep-neuralgrok-mechanism.toml: add.toml's standard run, only the L2 weight decay changed.
+    runs = load_sweeps([CONFIGS / "sweep-neuralgrok-mechanism.toml"])
+    table1 = TrainConfig.from_toml(CONFIGS / "neuralgrok" / "add.toml")
+    assert [run.config.weight_decay for run in runs] == [2.69e-3, 5.39e-3, 1.08e-2]
+    for run in runs:
+        assert run.config == dataclasses.replace(table1, method="baseline", weight_decay=run.config.weight_decay)
