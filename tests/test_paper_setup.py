@@ -165,19 +165,19 @@ def test_normalize_matches_its_definition():
         Normalize(torch.optim.SGD(params, lr=1.0), rescale=0.0)
 
 
-def _adam_trajectory(transform, weight_decay, steps=12):
-    """The parameters after ``steps`` of Adam (L2 ``weight_decay``) on a small float64 least-squares problem
-    whose gradients shrink as it fits, each step's gradients first put through ``transform(params)``."""
+def _normalized_adam_trajectory(rescale, weight_decay, clip=None, steps=12):
+    """The parameters after ``steps`` of ``Normalize(Adam)`` (``rescale``, ``clip``; Adam with L2
+    ``weight_decay`` and an eps of 1e-30) on a small float64 least-squares problem of three tensors."""
     torch.manual_seed(0)
     x, y = torch.randn(64, 6, dtype=torch.float64), torch.randn(64, 3, dtype=torch.float64)
     params = [nn.Parameter(torch.randn(6, 5, dtype=torch.float64)), nn.Parameter(torch.randn(5, 3, dtype=torch.float64)),
               nn.Parameter(torch.randn(3, dtype=torch.float64))]
-    base = torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.98), eps=1e-30, weight_decay=weight_decay)
+    optimizer = Normalize(torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.98), eps=1e-30, weight_decay=weight_decay),
+                          rescale=rescale, clip_grad_norm=clip)
     for _ in range(steps):
-        base.zero_grad()
+        optimizer.zero_grad()
         ((x @ params[0] @ params[1] + params[2] - y) ** 2).mean().backward()
-        transform(params)
-        base.step()
+        optimizer.step()
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 
@@ -186,20 +186,15 @@ def test_the_clip_after_normalising_is_a_constant_rescale_and_adam_sees_only_l2_
     # and clipped to global norm 1 are the K tensors normalised to 1/sqrt(K) (up to clip_grad_norm_'s 1e-6);
     # (2) Adam is invariant to the gradient's scale but for its eps, so with L2 weight decay wd, normalising to
     # c is normalising to 1 with weight decay wd / c: what c changes is the weight decay's share.
-    def normalize(rescale, clip=None):
-        optimizer = Normalize(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0), rescale=rescale,
-                              clip_grad_norm=clip)
-        return optimizer.transform_
-
-    clipped = _adam_trajectory(normalize(1.0, clip=1.0), weight_decay=1e-2)
-    torch.testing.assert_close(clipped, _adam_trajectory(normalize(1 / math.sqrt(3)), weight_decay=1e-2),
+    clipped = _normalized_adam_trajectory(1.0, weight_decay=1e-2, clip=1.0)
+    torch.testing.assert_close(clipped, _normalized_adam_trajectory(1 / math.sqrt(3), weight_decay=1e-2),
                                rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(_adam_trajectory(normalize(0.2), weight_decay=1e-2),
-                               _adam_trajectory(normalize(1.0), weight_decay=5e-2), rtol=1e-12, atol=1e-12)
-    # Neither is vacuous: another c with the same weight decay, or the same c without the clip, moves elsewhere.
-    assert not torch.allclose(clipped, _adam_trajectory(normalize(1.0), weight_decay=1e-2), rtol=1e-3, atol=1e-3)
-    assert not torch.allclose(_adam_trajectory(normalize(0.2), weight_decay=1e-2),
-                              _adam_trajectory(normalize(1.0), weight_decay=1e-2), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(_normalized_adam_trajectory(0.2, weight_decay=1e-2),
+                               _normalized_adam_trajectory(1.0, weight_decay=5e-2), rtol=1e-12, atol=1e-12)
+    # Neither is vacuous: the same c without the clip, or another c with the same weight decay, moves elsewhere.
+    assert not torch.allclose(clipped, _normalized_adam_trajectory(1.0, weight_decay=1e-2), rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(_normalized_adam_trajectory(0.2, weight_decay=1e-2),
+                              _normalized_adam_trajectory(1.0, weight_decay=1e-2), rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("method", ["normalize", "normalize-clip", "neuralgrok-frozen"])
