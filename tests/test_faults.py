@@ -23,7 +23,7 @@ from neuralgrok.experiments.compare import load_runs
 from neuralgrok.storage.files import locked_directory
 from neuralgrok.optim.normalize import Normalize
 from neuralgrok.experiments.sweeps import load_sweep
-from neuralgrok.experiments.config import ConfigError, TrainConfig
+from neuralgrok.experiments.config import ConfigError, TrainConfig, validate_config
 from neuralgrok.experiments.records import stored_config
 from neuralgrok.experiments.loop import resume, train
 from neuralgrok.experiments.records import CHECKPOINT, RunDirectoryError, run_files
@@ -178,6 +178,28 @@ def test_an_amplifier_file_of_other_hidden_sizes_says_which_flag_to_set(tmp_path
     status, _, err = cli_exit(capsys, "run", *TINY_FLAGS, "--method", "neuralgrok", "--amplifier-path",
                               str(tmp_path / "junk.pt"))
     assert status == 2 and "cannot be loaded as a state dict" in err and len(err.strip().splitlines()) == 1
+
+
+POLYGON_FLAGS = ["--task", "polygons", "--model", "resnet18", "--image-size", "16", "--image-count", "100",
+                 "--train-fraction", "0.5", "--batch-size", "25", "--eval-every", "1", "--threads", "1"]
+
+
+def test_a_weights_file_of_another_model_exits_2_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NEURALGROK_CACHE", str(tmp_path / "cache"))
+    torch.save(torch.nn.Linear(3, 4).state_dict(), tmp_path / "linear.pth")
+    status, _, err = cli_exit(capsys, "run", *POLYGON_FLAGS, "--steps", "1", "--weights-path",
+                              str(tmp_path / "linear.pth"), "--quiet", "--out", str(tmp_path / "run"))
+    assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"weights_path={str(tmp_path / 'linear.pth')!r} does not hold ResNet-18 weights" in err
+    assert "unexpected ['bias', 'weight']" in err and "must be a ResNet-18 state dict" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()  # not even the images drawn
+    # A ResNet-18 of another head (what the runner replaces) passes the check, and leaves the RNG alone.
+    from neuralgrok.experiments.polygons import resnet18
+    torch.save({f"module.{k}": v for k, v in resnet18(num_classes=10).state_dict().items()}, tmp_path / "r.pth")
+    config = TrainConfig(task="polygons", model="resnet18", image_size=16, weights_path=str(tmp_path / "r.pth"))
+    rng = torch.get_rng_state()
+    validate_config(config)
+    assert torch.equal(torch.get_rng_state(), rng)
 
 
 # -- checkpoints that prove their integrity ------------------------------------------------------------------

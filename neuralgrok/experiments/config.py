@@ -33,6 +33,7 @@ from .data import EMBEDDING_INITS, SPLITS, build_problems, task_names
 from .logged_measures import MEASURES, measure_problems
 from .methods import METHODS, OPTIMIZERS, base_optimizer_problems, uses_outer_split
 from .models import LOSSES, MODELS
+from .polygons import resnet18_weights_problem
 from .tasks import LAYOUTS, inner_outer_counts, number_of_examples, task_problems
 
 PATH_FIELDS = ("amplifier_path", "weights_path")  # stored in config.toml relative to the run directory
@@ -344,6 +345,11 @@ def _file_problems(config):
             continue
         if not isinstance(state, dict):
             problems.append(f"{name}={path!r} holds a {type(state).__name__}, not a state dict")
+        elif name == "weights_path" and config.model == "resnet18":
+            problem = resnet18_weights_problem(state)
+            if problem is not None:
+                problems.append(f"weights_path={path!r} {problem}; it must be a ResNet-18 state dict (e.g. "
+                                f"torchvision's resnet18-f37072fd.pth)")
         elif name == "amplifier_path":
             try:
                 hidden = NeuralAmplifier.hidden_sizes_of(state)

@@ -43,6 +43,7 @@ The runner trains it as ``neuralgrok run --task polygons --model resnet18 ...``;
 ``neuralgrok run --config configs/grokking_insight/polygons_resnet18.toml --out runs/gi-polygons``.
 """
 from typing import List, Optional, Sequence, Tuple, Union
+import functools
 import hashlib
 import itertools
 import json
@@ -214,20 +215,42 @@ def _load_weights(model, weights_path):
         state = load_weights(path)  # weights-only: a state dict needs nothing else
     except Exception as error:
         raise ValueError(f"cannot read ResNet-18 weights from {path}: {error}") from error
+    state, problem = _fit_weights(state, {k: v.shape for k, v in model.state_dict().items()})
+    if problem is not None:
+        raise ValueError(f"{path} {problem}")
+    model.load_state_dict(state, strict=False)
+
+
+def resnet18_weights_problem(state: object) -> Optional[str]:
+    """What keeps ``state`` (a loaded ``weights_path`` file) from starting :func:`resnet18`'s model, as
+    "does not hold ..." (None: it fits); what the config check runs before anything is written."""
+    return _fit_weights(state, _resnet18_shapes())[1]
+
+
+@functools.lru_cache(maxsize=1)
+def _resnet18_shapes():
+    from .resnet import resnet18 as build_resnet18
+
+    with torch.random.fork_rng(devices=[]):  # its random initialisation leaves the caller's RNG as it was
+        return {k: v.shape for k, v in build_resnet18(num_classes=NUM_CLASSES).state_dict().items()}
+
+
+def _fit_weights(state, own):
+    """``(state to load with strict=False, None)``, or ``(None, what is wrong)``; ``own``: the shapes of
+    the model's state dict, by name."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict (a mapping of names to tensors)")
+        return None, "is not a state dict (a mapping of names to tensors)"
     state = _strip_common_prefix(state)
-    own = model.state_dict()
     for name in ("fc.weight", "fc.bias"):
-        if name in state and state[name].shape != own[name].shape:
+        if name in state and state[name].shape != own[name]:
             del state[name]  # a head for other classes: keep the fresh one
     missing = sorted(set(own) - set(state) - {"fc.weight", "fc.bias"})
     unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    mismatched = sorted(k for k in set(state) & set(own) if state[k].shape != own[k])
     if missing or unexpected or mismatched:
-        raise ValueError(f"{path} does not hold ResNet-18 weights: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}, shape mismatch {mismatched[:5]}")
-    model.load_state_dict(state, strict=False)
+        return None, (f"does not hold ResNet-18 weights: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                      f"shape mismatch {mismatched[:5]}")
+    return state, None
 
 
 def _strip_common_prefix(state):
