@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuralgrok import Grokfast, NeuralGrok, measures
+from neuralgrok import Grokfast, NeuralGrok, measures, ops
 from neuralgrok.experiments import cli
 from neuralgrok.optim.amplifier import NeuralAmplifier
 from neuralgrok.experiments.data import build_data
 from neuralgrok.storage.checkpoints import previous_path, read_checkpoint, weights_only_supported, write_checkpoint
-from neuralgrok.experiments.compare import load_runs
+from neuralgrok.experiments.compare import group_row, load_runs, stop_reasons_present
 from neuralgrok.storage.files import locked_directory
 from neuralgrok.optim.normalize import Normalize
 from neuralgrok.experiments.sweeps import load_sweep
@@ -120,6 +120,9 @@ def test_a_diverging_run_ends_diverged_in_strict_json_and_exit_3(tmp_path, capsy
     assert summary["stop_reason"] == "diverged" and summary["diverged_at_step"] <= 5
     assert "not finite" in summary["diverged_because"] and "diverged at step" in err
     assert out.splitlines()[2].split()[-2] == "diverged"  # the table's final accuracy cell
+    runs = load_runs([tmp_path])  # compare's table counts it as diverged, with no threshold reached
+    row = group_row([], (), runs, stop_reasons_present(runs))
+    assert row["diverged"] == "1" and row["steps_to_test_50_median"] == ">40"
 
 
 # -- non-finite and out-of-range values, refused before anything is written ----------------------------------
@@ -202,6 +205,16 @@ def test_a_weights_file_of_another_model_exits_2_before_anything_is_written(tmp_
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+def test_quiet_silences_every_progress_bar_of_a_run(tmp_path, monkeypatch, capfd):
+    """A cold image cache (the drawing bar) and the training bar: nothing on stderr with --quiet."""
+    monkeypatch.setenv("NEURALGROK_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["run", *POLYGON_FLAGS, "--steps", "2", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    out, err = capfd.readouterr()
+    assert err == "" and (tmp_path / "run" / "summary.json").exists()
+    assert cli.main(["run", *TINY_FLAGS[:-1], "--steps", "3"]) == 0  # without --quiet there is a bar
+    assert "baseline: 100%" in capfd.readouterr().err
+
+
 # -- checkpoints that prove their integrity ------------------------------------------------------------------
 def interrupted_run(tmp_path, method="grokfast-ema"):
     """An uninterrupted run and a copy of it as a kill after its last checkpoint (step 39) leaves it."""
@@ -259,6 +272,46 @@ def test_checkpoints_load_weights_only_where_torch_can(tmp_path, method):
     write_checkpoint(tmp_path / "x.pt", {"step": 3})
     write_checkpoint(tmp_path / "x.pt", {"step": 4})
     assert read_checkpoint(tmp_path / "x.pt")["step"] == 4 and read_checkpoint(tmp_path / "x.prev.pt")["step"] == 3
+
+
+# -- in-place ops that refuse what would corrupt ----------------------------------------------------------------
+def grokfast_filter(op):
+    """``call(tensors)``: the op on fresh filter state, as its CPU kernel runs it (the state full, so it writes)."""
+    def call(tensors, state_requires_grad=False):
+        if op == "ema":
+            ops.grokfast_ema_(tensors, [torch.zeros_like(t).requires_grad_(state_requires_grad) for t in tensors],
+                              [True] * len(tensors), 0.9, 2.0)
+        else:
+            ops.grokfast_ma_(tensors, [t.new_zeros((2, *t.shape)) for t in tensors],
+                             [torch.zeros_like(t).requires_grad_(state_requires_grad) for t in tensors],
+                             [3] * len(tensors), 2.0)
+    return call
+
+
+@pytest.mark.parametrize("op", ["ema", "ma"])
+def test_in_place_filters_refuse_tensors_of_a_graph_as_torchs_own_in_place_ops_do(op):
+    call = grokfast_filter(op)
+    leaf = torch.randn(3, requires_grad=True)
+    non_leaf = torch.randn(3, requires_grad=True) * 2
+    for tensor in (leaf, non_leaf):
+        before = tensor.detach().clone()
+        with pytest.raises(RuntimeError, match=r"grads\[0\] requires grad, but the op writes it in place"):
+            call([tensor])
+        assert torch.equal(tensor.detach(), before)  # refused before any write
+    with pytest.raises(RuntimeError, match=r"\[0\] requires grad, but the op writes it in place"):
+        call([torch.randn(3)], state_requires_grad=True)  # its own state too
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        leaf.add_(1.0)  # what torch's own in-place ops do with a leaf
+    # A tensor that requires no grad but was saved for a backward: the write is allowed (as for torch's
+    # ops), and that backward then refuses instead of giving wrong gradients.
+    x = torch.randn(3, requires_grad=True)
+    saved = torch.randn(3)
+    loss = (x * saved).sum()
+    call([saved])
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    with torch.no_grad():  # where torch's in-place ops may write a leaf, so may these
+        call([leaf])
 
 
 # -- wrappers that refuse what would corrupt -----------------------------------------------------------------
@@ -360,11 +413,18 @@ def test_neuralgrok_with_the_default_amplifier_follows_the_models_dtype(dtype, t
 def test_files_honour_the_umask(tmp_path, umask, mode):
     before = os.umask(umask)
     try:
-        train(TrainConfig(**dict(TINY, steps=14)), tmp_path, progress=False)
+        train(TrainConfig(**dict(TINY, steps=27, snapshot_every=10), method="neuralgrok-frozen"), tmp_path / "run",
+              progress=False)
+        from neuralgrok.experiments.compare import compare
+        compare([tmp_path / "run"], tmp_path / "cmp")
     finally:
         os.umask(before)
-    for name in ("config.toml", "metrics.csv", "summary.json", CHECKPOINT):
-        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    names = {str(p.relative_to(tmp_path)) for p in files}
+    assert {"run/config.toml", "run/metrics.csv", "run/summary.json", f"run/{CHECKPOINT}", "run/amplifier.pt",
+            f"run/{previous_path(CHECKPOINT).name}", "run/snapshots/step_0000000.pt", "cmp/comparison.md"} <= names
+    for path in files:
+        assert path.stat().st_mode & 0o777 == mode, path
 
 
 def test_a_moved_run_finds_its_amplifier_and_resumes(tmp_path):
@@ -375,10 +435,13 @@ def test_a_moved_run_finds_its_amplifier_and_resumes(tmp_path):
     config = TrainConfig(**TINY, method="neuralgrok", amplifier_hidden=(8,), amplifier_path=str(home / "amplifier.pt"))
     train(config, home / "whole", progress=False)
     assert 'amplifier_path = "../amplifier.pt"' in (home / "whole" / "config.toml").read_text()
+    shutil.copytree(home / "whole", tmp_path / "reference")
     (home / "whole" / "summary.json").unlink()
+    (home / "whole" / "metrics.csv").unlink()  # killed after its last checkpoint (step 39)
     moved = tmp_path / "elsewhere"
     shutil.move(home, moved)
     resumed = resume(moved / "whole", progress=False)
+    assert metric_rows(moved / "whole") == metric_rows(tmp_path / "reference")
     assert resumed.config.amplifier_path == str(moved / "amplifier.pt")
     assert stored_config(resumed.config, moved / "whole")["amplifier_path"] == "../amplifier.pt"
 
