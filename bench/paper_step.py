@@ -8,8 +8,12 @@ steps the runner's batches; the official structure is bench/official_loop.py (a 
 in Python, a deep copy of the model at every meta step), which tests/test_paper_setup.py checks
 against the wrapper in float64. Times: blocks of T steps (one meta step per block), the methods
 taking turns within each round so that a drift of the machine hits all alike, median over rounds.
-Memory: each method in a fresh process, the peak RSS over a few blocks of steps, and its growth over
-the RSS after building data, model and optimizer (what the method and its training add).
+Memory: each method in a fresh process with the runner's malloc settings (``keep_freed_memory``, as
+``neuralgrok run`` applies them), the peak RSS over a few blocks of steps and its growth over the RSS
+after building data, model and optimizer (what the method and its training add, the C library's heap
+and torch's code pages included); and the peak of the tensors allocated during one block after a
+warm-up block (torch.profiler's memory events: what the method itself holds at its worst moment,
+free of the allocator's caching).
 
     .venv/bin/python bench/paper_step.py [--rounds 15] [--config configs/neuralgrok/add.toml]
 """
@@ -19,6 +23,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from common import machine  # noqa: E402
 from official_loop import OfficialLoop  # noqa: E402
 
 from neuralgrok import NeuralAmplifier  # noqa: E402
+from neuralgrok.allocator import keep_freed_memory  # noqa: E402
 from neuralgrok.experiments.config import TrainConfig  # noqa: E402
 from neuralgrok.experiments.data import build_data  # noqa: E402
 from neuralgrok.experiments.loop import TrainingBatches  # noqa: E402
@@ -39,7 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # (row name, runner method, meta mode); "official" is the official loop's structure.
 ROWS = [("Adam (baseline)", "baseline", None), ("Grokfast EMA", "grokfast-ema", None),
         ("Grokfast MA", "grokfast-ma", None), ("NeuralGrok, paper mode", "neuralgrok", "paper"),
-        ("NeuralGrok, fast mode", "neuralgrok", "fast"), ("normalize", "normalize", None),
+        ("NeuralGrok, fast mode", "neuralgrok", "fast"),
+        ("NeuralGrok, amplifier frozen (the transform alone)", "neuralgrok-frozen", None),
+        ("normalize", "normalize", None),
         ("normalize-clip", "normalize-clip", None), ("official loop's structure", "official", "paper")]
 
 
@@ -102,13 +110,31 @@ def seconds_per_step(config_path: Path, rounds: int):
 
 
 def peak_rss(config_path: Path, row: int, blocks: int = 4):
-    """(peak RSS, its growth over the RSS after the setup) in MiB, of this process."""
+    """(peak RSS, its growth over the RSS after the setup, peak tensor memory of one block) in MiB, of
+    this process: ``blocks`` blocks, then one more under torch.profiler."""
     steps, _ = setup(config_path, row)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(blocks):
         steps()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024, (peak - before) / 1024
+    return peak / 1024, (peak - before) / 1024, peak_tensor_bytes(steps) / 2 ** 20
+
+
+def peak_tensor_bytes(steps) -> int:
+    """The most bytes of tensors allocated during one call of ``steps`` that are alive at once (the
+    tensors that existed before it, parameters and optimizer state, are not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        steps()
+    with tempfile.TemporaryDirectory() as tmp:
+        prof.export_chrome_trace(str(Path(tmp) / "trace.json"))
+        events = json.loads((Path(tmp) / "trace.json").read_text())["traceEvents"]
+    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    live = peak = 0
+    for event in memory:  # an allocation's Bytes > 0, a free's < 0 (frees of older tensors are left out)
+        live += event["args"]["Bytes"]
+        peak = max(peak, live)
+    return peak
 
 
 def main():
@@ -118,6 +144,7 @@ def main():
     parser.add_argument("--memory-of", type=int, help=argparse.SUPPRESS)  # child process: one row's memory
     args = parser.parse_args()
     torch.set_num_threads(1)
+    keep_freed_memory()
     if args.memory_of is not None:
         print(json.dumps(peak_rss(args.config, args.memory_of)))
         return
@@ -131,11 +158,12 @@ def main():
     print(f"One training step at {args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}"
           f" ({machine()}; 1 thread; median of {args.rounds} rounds; {time.strftime('%Y-%m-%d')})")
     print("| method | ms / step | vs Adam | vs official structure | peak RSS (MiB) | vs Adam | "
-          "peak RSS growth (MiB) | vs Adam |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (name, _, _), s, (peak, growth) in zip(ROWS, seconds, memory):
+          "peak RSS growth (MiB) | vs Adam | peak tensors of a block (MiB) | vs Adam |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (name, _, _), s, (peak, growth, tensors) in zip(ROWS, seconds, memory):
         print(f"| {name} | {s * 1e3:.1f} | {s / adam:.2f}x | {s / official:.3f}x | {peak:.0f} | "
-              f"{peak / memory[0][0]:.2f}x | {growth:.1f} | {growth / memory[0][1]:.2f}x |")
+              f"{peak / memory[0][0]:.2f}x | {growth:.1f} | {growth / memory[0][1]:.2f}x | {tensors:.1f} | "
+              f"{tensors / memory[0][2]:.2f}x |")
 
 
 if __name__ == "__main__":

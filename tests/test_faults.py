@@ -365,6 +365,20 @@ def test_load_state_dict_of_another_model_raises_and_changes_nothing():
     assert repr(optimizer.state_dict()) == before
 
 
+def test_load_state_dict_of_another_base_optimizer_raises_and_changes_nothing():
+    _, saved = stepped(lambda base: Grokfast(base, mode="ema"))  # around AdamW
+    _, optimizer = stepped(lambda base: Grokfast(torch.optim.SGD(base.param_groups[0]["params"], lr=0.1,
+                                                                 momentum=0.9), mode="ema"), steps=2)
+    before = repr(optimizer.state_dict())
+    with pytest.raises(ValueError, match="state of a AdamW where this wrapper wraps a SGD"):
+        optimizer.load_state_dict(saved.state_dict())
+    assert repr(optimizer.state_dict()) == before
+    state = saved.state_dict()
+    del state["base_type"]  # a state saved before the base optimizer's type was recorded still loads
+    _, same = stepped(lambda base: Grokfast(base, mode="ema"))
+    same.load_state_dict(state)
+
+
 @pytest.mark.parametrize("policy", ["raise", "skip"])
 def test_gradients_that_overflow_in_the_transform_never_reach_the_weights(policy):
     model = linear_with_grads(scale=1e30)  # finite gradients of about 1e31

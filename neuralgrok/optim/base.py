@@ -219,10 +219,11 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         return [] if not state else [f"parameter {index} has state {sorted(state)}; {type(self).__name__} keeps none"]
 
     def state_dict(self) -> Dict[str, Any]:
-        """Base optimizer state, this wrapper's per-parameter state, and its extra state."""
+        """Base optimizer state (and the base optimizer's class name), this wrapper's per-parameter
+        state, and its extra state."""
         own = super().state_dict()
-        return {"base": self.base_optimizer.state_dict(), "state": own["state"],
-                "param_groups": own["param_groups"], "extra": self.extra_state_dict()}
+        return {"base": self.base_optimizer.state_dict(), "base_type": type(self.base_optimizer).__name__,
+                "state": own["state"], "param_groups": own["param_groups"], "extra": self.extra_state_dict()}
 
     def state_dict_problems(self, state_dict: Any) -> List[str]:
         """Everything that keeps ``state_dict`` from loading into this wrapper (empty: it loads)."""
@@ -233,6 +234,10 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         if missing:
             return [f"missing keys {sorted(missing)}; was this saved by {name}, or by a bare optimizer?"]
         problems = []
+        base_type = state_dict.get("base_type")  # absent from states saved before it was recorded
+        if base_type is not None and base_type != type(self.base_optimizer).__name__:
+            problems.append(f"'base' is the state of a {base_type} where this wrapper wraps a "
+                            f"{type(self.base_optimizer).__name__}")
         base = state_dict["base"]
         if not isinstance(base, dict) or {"state", "param_groups"} - set(base):
             problems.append("'base' is not an optimizer state dict (it needs 'state' and 'param_groups')")
