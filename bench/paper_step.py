@@ -11,8 +11,8 @@ taking turns within each round so that a drift of the machine hits all alike, me
 Memory: each method in a fresh process with the runner's malloc settings (``keep_freed_memory``, as
 ``neuralgrok run`` applies them), the peak RSS over a few blocks of steps and its growth over the RSS
 after building data, model and optimizer (what the method and its training add, the C library's heap
-and torch's code pages included); and the peak of the tensors allocated during one block after a
-warm-up block (torch.profiler's memory events: what the method itself holds at its worst moment,
+and torch's code pages included); and the peak of the tensors allocated during one more block after
+those (torch.profiler's memory events: what the method itself holds at its worst moment,
 free of the allocator's caching).
 
     .venv/bin/python bench/paper_step.py [--rounds 15] [--config configs/neuralgrok/add.toml]
