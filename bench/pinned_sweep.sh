@@ -5,6 +5,14 @@
 # given again. Export the runs finished so far to this checkout's results/ with --export.
 #   bench/pinned_sweep.sh COMMIT configs/sweep-neuralgrok-table1.toml ...     # start or resume (background)
 #   bench/pinned_sweep.sh COMMIT --export configs/sweep-neuralgrok-table1.toml ...   # copy finished runs
+# A session's machine may be replaced between sessions, worktree and runs/ with it; only what is
+# committed survives. --park copies the unfinished runs that have a checkpoint (their whole directory
+# but the previous checkpoint) to this checkout's parked/<sweep>/, dropping parked runs that have
+# finished since: commit parked/ before a session ends. --unpark, on a new machine before the sweep
+# starts, puts the committed results/<sweep>/ runs (finished: the sweep skips them) and the parked
+# runs (they resume from their checkpoints) into the worktree's runs/, where a run is not there yet.
+#   bench/pinned_sweep.sh COMMIT --park configs/sweep-neuralgrok-table1.toml ...     # then git add parked/
+#   bench/pinned_sweep.sh COMMIT --unpark configs/sweep-neuralgrok-table1.toml ...   # then start as above
 # Worktree: ../sweep-COMMIT beside this checkout; venv: ../venv-sweep-COMMIT (torch pinned as in the Makefile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +32,11 @@ if ldd "$tree"/neuralgrok/_C*.so | grep -E 'lib(c10|torch)[^ ]* => ' | grep -v "
   echo "$tree's extension links a torch library outside $venv (above); rebuild it from a fixed commit" >&2
   exit 1
 fi
-if [ "$1" = "--export" ]; then
-  shift
-  for sweep in "$@"; do
-    # Where the pinned commit put the runs: out relative to the sweep file (sweep_out: in
-    # neuralgrok.experiments.sweeps, or neuralgrok.sweep before the package was laid out by concept), or,
-    # before sweep_out existed, to the worktree. Run from the worktree, so that its neuralgrok is the one imported.
-    out=$(cd "$tree" && "$venv/bin/python" -c '
+sweep_dir() {
+  # Where the pinned commit puts a sweep file's runs: out relative to the sweep file (sweep_out: in
+  # neuralgrok.experiments.sweeps, or neuralgrok.sweep before the package was laid out by concept), or,
+  # before sweep_out existed, to the worktree. Run from the worktree, so that its neuralgrok is the one imported.
+  (cd "$tree" && "$venv/bin/python" -c '
 import sys
 from pathlib import Path
 try:
@@ -44,13 +50,49 @@ if sweep_out is None:
     from neuralgrok.files import read_toml
     print(Path.cwd() / read_toml(sys.argv[1])["out"])
 else:
-    print(Path(sweep_out(sys.argv[1])).resolve())' "$sweep")
-    # From the worktree, so that the pinned commit's neuralgrok (not this checkout's) does the export: its
-    # results module is neuralgrok.experiments.results, or neuralgrok.results in commits before that.
-    dest=$(pwd)/results/$(basename "$out")
-    results=neuralgrok.experiments.results
-    (cd "$tree" && "$venv/bin/python" -c 'import neuralgrok.experiments.results' 2> /dev/null) || results=neuralgrok.results
-    (cd "$tree" && "$venv/bin/python" -m "$results" export --finished-only "$out" "$dest")
+    print(Path(sweep_out(sys.argv[1])).resolve())' "$1")
+}
+mode=run
+case "$1" in --export|--park|--unpark) mode=${1#--}; shift ;; esac
+if [ "$mode" != run ]; then
+  for sweep in "$@"; do
+    out=$(sweep_dir "$sweep")
+    name=$(basename "$out")
+    case "$mode" in
+    export)
+      # From the worktree, so that the pinned commit's neuralgrok (not this checkout's) does the export: its
+      # results module is neuralgrok.experiments.results, or neuralgrok.results in commits before that.
+      dest=$(pwd)/results/$name
+      results=neuralgrok.experiments.results
+      (cd "$tree" && "$venv/bin/python" -c 'import neuralgrok.experiments.results' 2> /dev/null) || results=neuralgrok.results
+      (cd "$tree" && "$venv/bin/python" -m "$results" export --finished-only "$out" "$dest") ;;
+    park)
+      mkdir -p "parked/$name"
+      for run in "$out"/*/; do
+        run=${run%/}
+        if [ ! -f "$run/summary.json" ] && [ -f "$run/checkpoint.pt" ]; then
+          rm -rf "parked/$name/.incoming" && mkdir -p "parked/$name/.incoming"
+          cp -r "$run" "parked/$name/.incoming/"  # a copy taken mid-write is a run killed then: it resumes
+          rm -f "parked/$name/.incoming/$(basename "$run")"/checkpoint.prev.pt "parked/$name/.incoming/$(basename "$run")"/.*.tmp
+          rm -rf "parked/$name/$(basename "$run")" && mv "parked/$name/.incoming/$(basename "$run")" "parked/$name/"
+          echo "parked $name/$(basename "$run") at step $(tail -n 1 "$run/metrics.csv" | cut -d, -f1)"
+        fi
+      done
+      rm -rf "parked/$name/.incoming"
+      for run in "parked/$name"/*/; do  # parked runs that have finished since, or that are gone
+        run=${run%/}
+        [ -d "$run" ] || continue
+        if [ -f "$out/$(basename "$run")/summary.json" ]; then rm -rf "$run"; echo "unparked $name/$(basename "$run") (finished)"; fi
+      done
+      rmdir "parked/$name" 2> /dev/null || true ;;
+    unpark)
+      mkdir -p "$out"
+      for run in results/"$name"/*/ parked/"$name"/*/; do
+        run=${run%/}
+        [ -d "$run" ] || continue
+        if [ ! -e "$out/$(basename "$run")" ]; then cp -r "$run" "$out/" && echo "unparked $run"; fi
+      done ;;
+    esac
   done
   exit 0
 fi
