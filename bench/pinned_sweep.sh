@@ -16,7 +16,7 @@
 # Worktree: ../sweep-COMMIT beside this checkout; venv: ../venv-sweep-COMMIT (torch pinned as in the Makefile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ]; then echo "usage: $0 COMMIT [--export] SWEEP.toml ..." >&2; exit 2; fi
+if [ $# -lt 2 ]; then echo "usage: $0 COMMIT [--export | --park | --unpark] SWEEP.toml ..." >&2; exit 2; fi
 commit=$(git rev-parse --short=12 "$1"); shift
 tree=$(cd .. && pwd)/sweep-$commit
 venv=$(cd .. && pwd)/venv-sweep-$commit
