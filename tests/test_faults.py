@@ -370,7 +370,7 @@ def test_load_state_dict_of_another_base_optimizer_raises_and_changes_nothing():
     _, optimizer = stepped(lambda base: Grokfast(torch.optim.SGD(base.param_groups[0]["params"], lr=0.1,
                                                                  momentum=0.9), mode="ema"), steps=2)
     before = repr(optimizer.state_dict())
-    with pytest.raises(ValueError, match="state of a AdamW where this wrapper wraps a SGD"):
+    with pytest.raises(ValueError, match="the state of AdamW, but this wrapper's base optimizer is SGD"):
         optimizer.load_state_dict(saved.state_dict())
     assert repr(optimizer.state_dict()) == before
     state = saved.state_dict()

@@ -236,7 +236,7 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         problems = []
         base_type = state_dict.get("base_type")  # absent from states saved before it was recorded
         if base_type is not None and base_type != type(self.base_optimizer).__name__:
-            problems.append(f"'base' is the state of a {base_type} where this wrapper wraps a "
+            problems.append(f"'base' is the state of {base_type}, but this wrapper's base optimizer is "
                             f"{type(self.base_optimizer).__name__}")
         base = state_dict["base"]
         if not isinstance(base, dict) or {"state", "param_groups"} - set(base):
