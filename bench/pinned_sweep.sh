@@ -68,21 +68,22 @@ if [ "$mode" != run ]; then
       (cd "$tree" && "$venv/bin/python" -m "$results" export --finished-only "$out" "$dest") ;;
     park)
       mkdir -p "parked/$name"
+      incoming=parked/$name/.incoming  # a run is copied here, then moved over its older parked copy
       for run in "$out"/*/; do
-        run=${run%/}
+        run=${run%/} && base=$(basename "$run")
         if [ ! -f "$run/summary.json" ] && [ -f "$run/checkpoint.pt" ]; then
-          rm -rf "parked/$name/.incoming" && mkdir -p "parked/$name/.incoming"
-          cp -r "$run" "parked/$name/.incoming/"  # a copy taken mid-write is a run killed then: it resumes
-          rm -f "parked/$name/.incoming/$(basename "$run")"/checkpoint.prev.pt "parked/$name/.incoming/$(basename "$run")"/.*.tmp
-          rm -rf "parked/$name/$(basename "$run")" && mv "parked/$name/.incoming/$(basename "$run")" "parked/$name/"
-          echo "parked $name/$(basename "$run") at step $(tail -n 1 "$run/metrics.csv" | cut -d, -f1)"
+          rm -rf "$incoming" && mkdir -p "$incoming"
+          cp -r "$run" "$incoming/"  # a copy taken mid-write is a run killed then: it resumes
+          rm -f "$incoming/$base"/checkpoint.prev.pt "$incoming/$base"/.*.tmp
+          rm -rf "parked/$name/$base" && mv "$incoming/$base" "parked/$name/"
+          echo "parked $name/$base at step $(tail -n 1 "$run/metrics.csv" | cut -d, -f1)"
         fi
       done
-      rm -rf "parked/$name/.incoming"
-      for run in "parked/$name"/*/; do  # parked runs that have finished since, or that are gone
-        run=${run%/}
+      rm -rf "$incoming"
+      for run in "parked/$name"/*/; do  # parked runs that have finished since
+        run=${run%/} && base=$(basename "$run")
         [ -d "$run" ] || continue
-        if [ -f "$out/$(basename "$run")/summary.json" ]; then rm -rf "$run"; echo "unparked $name/$(basename "$run") (finished)"; fi
+        if [ -f "$out/$base/summary.json" ]; then rm -rf "$run"; echo "unparked $name/$base (finished)"; fi
       done
       rmdir "parked/$name" 2> /dev/null || true ;;
     unpark)
