@@ -1,7 +1,7 @@
 """Milliseconds per training step of Gu et al.'s base run at p = 97, on one thread, split into its parts.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/gu_step.py [--config configs/grokking_insight/base_add.toml]
-        [--rounds 3] [--run-steps 20] [--chunks 256 512 2048] [--profile] [--changes]
+        [--rounds 3] [--run-steps 20] [--chunks 256 512 2048] [--profile] [--changes | --option FIELD=VALUE]
 
 The config's run (a+b mod 97, the 2 x 128 Nanda transformer, full batch: 4,704 training pairs, 4,705 test pairs;
 ``med,med_cv`` logged every ``eval_every`` = 20 steps) is built as the runner builds it
@@ -36,6 +36,7 @@ import json
 import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import torch
@@ -77,15 +78,20 @@ def undo_changes(parts):
     return parts
 
 
-def change_times(config, rounds, steps, rows):
+def change_times(config, rounds, steps, rows, option=None):
     """Median ms of ``step`` and ``row`` with the change undone (``before``) and as it is (``after``), the two
-    taking turns within each round, first one then the other first (a drift within rounds hits both alike)."""
+    taking turns within each round, first one then the other first (a drift within rounds hits both alike).
+    With ``option`` (a ``{field: value}`` override of the config), ``before`` is the config as it is and
+    ``after`` the config with the override, and no code change is undone."""
     times = {(variant, part): [] for variant in ("before", "after") for part in ("step", "row")}
     for index in range(rounds):
         for variant in ("before", "after")[::1 if index % 2 == 0 else -1]:
-            parts = RunnerParts(config)
-            if variant == "before":
-                undo_changes(parts)
+            if option is None:
+                parts = RunnerParts(config)
+                if variant == "before":
+                    undo_changes(parts)
+            else:
+                parts = RunnerParts(dataclasses.replace(config, **option) if variant == "after" else config)
             times[variant, "step"].append(median_seconds(parts.step, repeats=steps, warmup=1))
             times[variant, "row"].append(median_seconds(parts.row, repeats=rows, warmup=1))
     return {key: 1e3 * statistics.median(values) for key, values in times.items()}
@@ -125,6 +131,9 @@ def main():
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's table first")
     parser.add_argument("--changes", action="store_true",
                         help="time step and row only, with this checkout's changes undone and as they are, in turns")
+    parser.add_argument("--option", metavar="FIELD=VALUE",
+                        help="time step and row only, with the config as it is and with FIELD set to VALUE (a TOML "
+                             "value, e.g. train_last_position_only=true), in turns")
     arguments = parser.parse_args()
     keep_freed_memory()  # as `neuralgrok run` does
     config = dataclasses.replace(TrainConfig.from_toml(arguments.config), threads=1)
@@ -135,8 +144,9 @@ def main():
     if arguments.chunks:
         for chunk, seconds in chunk_times(config, arguments.chunks, repeats=5).items():
             print(f"evaluation in chunks of {chunk}: {seconds * 1e3:.1f} ms")
-    if arguments.changes:
-        ms = change_times(config, arguments.rounds, arguments.steps_per_round, arguments.rows_per_round)
+    if arguments.changes or arguments.option:
+        option = tomllib.loads(arguments.option) if arguments.option else None
+        ms = change_times(config, arguments.rounds, arguments.steps_per_round, arguments.rows_per_round, option)
         for part in ("step", "row"):
             print(f"{part}: {ms['before', part]:.1f} ms before, {ms['after', part]:.1f} ms after "
                   f"({ms['after', part] / ms['before', part]:.2f}x), median of {arguments.rounds} rounds")

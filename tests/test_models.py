@@ -4,8 +4,10 @@ import torch.nn.functional as F
 
 from torch import nn
 
+from neuralgrok.experiments.config import TrainConfig
 from neuralgrok.experiments.models import (EmbeddingMLP, NandaTransformer, Transformer, accuracy, answer_loss,
-                                           evaluate, toeplitz_embedding)
+                                           build_model, evaluate, toeplitz_embedding)
+from neuralgrok.experiments.tasks import token_layout
 
 
 def small_model(depth=2, width=32, heads=4, seed=0):
@@ -128,6 +130,36 @@ def test_nanda_evaluation_reads_out_the_last_position_only_with_the_same_logits_
     with torch.no_grad():
         model(inputs[:4])
     assert calls == [3, 1]
+
+
+def test_nanda_train_last_position_only_computes_the_read_out_alone_with_the_full_forwards_gradients():
+    # train_last_position_only (Gu et al.'s p = 97 configs): a training forward's last block computes only the
+    # read-out position, and every parameter's gradient is the full sequence's to float32 rounding (the same
+    # maths; the sums skip the unread positions' zero terms). The same seed draws the same model either way.
+    inputs = torch.randint(0, 97, (600, 3), generator=torch.Generator().manual_seed(1))
+    inputs[:, 2] = 97
+    labels = torch.randint(0, 97, (600,), generator=torch.Generator().manual_seed(2))
+    gradients, calls = [], []
+    for last_only in (False, True):
+        torch.manual_seed(0)
+        model = NandaTransformer(vocab_size=98, num_classes=97, sequence_length=3, width=128, depth=2,
+                                 train_last_position_only=last_only)
+        model.blocks[-1].mlp.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[1]))
+        F.cross_entropy(model(inputs), labels).backward()
+        gradients.append({name: parameter.grad for name, parameter in model.named_parameters()})
+    assert calls == [3, 1]
+    full, last_only = gradients
+    assert full.keys() == last_only.keys()
+    for name in full:
+        torch.testing.assert_close(last_only[name], full[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert all(full[name].abs().max() > 1e-4 for name in full)  # no gradient compared is all zeros
+
+
+def test_the_train_last_position_only_field_reaches_the_nanda_model():
+    layout = token_layout("a+b", 97, "nanda")
+    for value in (False, True):
+        config = TrainConfig(model="nanda", layout="nanda", train_last_position_only=value)
+        assert build_model(config, layout, 3).train_last_position_only is value
 
 
 def test_nanda_transformer_init_is_gaussian_over_root_width_times_scale():

@@ -94,6 +94,10 @@ class TrainConfig:
                                             "transformer, N(0, 1/width) otherwise), gaussian N(0, 1/width), "
                                             "onehot_fixed (identity, frozen; width >= vocabulary) or toeplitz")
     init_scale: float = option(1.0, "multiplies every trained weight matrix at initialisation")
+    train_last_position_only: bool = option(False, "nanda: the last block computes only the read-out position in "
+                                                   "training too, as in evaluation (the same maths for about a "
+                                                   "quarter less work; the gradients round differently in the "
+                                                   "last bits, so the run does not regenerate one made without it)")
     # -- optimisation -------------------------------------------------------------------------
     loss: str = option("ce", "answer loss: ce (cross-entropy) or mse (logits vs the one-hot answer)")
     optimizer: str = option("adamw", "base optimizer every method wraps: adamw, adam or sgd")

@@ -209,8 +209,9 @@ class NandaTransformer(nn.Module):
     (``=``) position. ``forward(inputs)`` maps ``(N, T)`` tokens to ``(N, num_classes)`` logits."""
 
     def __init__(self, vocab_size, num_classes, sequence_length, width=128, depth=2, heads=4, mlp_width=512,
-                 init_scale=1.0, embedding="gaussian", embedding_seed=0):
+                 init_scale=1.0, embedding="gaussian", embedding_seed=0, train_last_position_only=False):
         super().__init__()
+        self.train_last_position_only = train_last_position_only
         add_embeddings(self, vocab_size, sequence_length, width, heads)
         self.blocks = nn.ModuleList(NandaBlock(width, heads, mlp_width) for _ in range(depth))
         self.head = nn.Linear(width, num_classes, bias=False)
@@ -239,10 +240,12 @@ class NandaTransformer(nn.Module):
         # Only the last position is read out. Without autograd (evaluation) the last block computes only that
         # position: the same logits for about 30% less work (bit for bit where the matrix multiply's rows do not
         # depend on how many there are, as in torch 2.13.0's CPU build; Debian's torch 1.13 rounds the last bits
-        # differently, as it does for any change of batch size). A training forward keeps every
-        # position, because the weight gradients' sums would then skip the zero terms of the unread positions
-        # and round differently in the last bits.
-        return self.head(self._run_blocks(inputs, last_only=not torch.is_grad_enabled())[:, -1])
+        # differently, as it does for any change of batch size). A training forward keeps every position
+        # unless ``train_last_position_only``: the same maths for about a quarter less work, but the weight
+        # gradients' sums then skip the zero terms of the unread positions and round differently in the last
+        # bits, so such a run does not regenerate one made without it.
+        last_only = self.train_last_position_only or not torch.is_grad_enabled()
+        return self.head(self._run_blocks(inputs, last_only=last_only)[:, -1])
 
 
 class EmbeddingMLP(nn.Module):
@@ -363,7 +366,7 @@ def _nanda(config, layout, sequence_length):
     common, embedding = _token_model_options(config)
     return NandaTransformer(layout.vocab_size, config.p, sequence_length, width=config.width, depth=config.depth,
                             heads=config.heads, mlp_width=config.mlp_width, embedding=embedding or "gaussian",
-                            **common)
+                            train_last_position_only=config.train_last_position_only, **common)
 
 
 def _mlp(config, layout, sequence_length):
