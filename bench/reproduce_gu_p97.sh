@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sweeps=(configs/sweep-gu-p97-{base,strip,rectangle,base-tasks,base-seeds,toeplitz,mse,mlp,onehot}.toml
-        configs/sweep-grokking-insight-polygons.toml)
+        configs/sweep-gu-polygons-seeds.toml)
 bench/reproduce_sweeps.sh "${sweeps[@]}"
 for out in sweep-gu-p97-base sweep-gu-p97-rectangle sweep-gu-p97-strip sweep-gu-p97-variants; do
   .venv/bin/neuralgrok analyze "results/$out"
