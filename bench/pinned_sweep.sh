@@ -83,7 +83,7 @@ if [ "$mode" != run ]; then
       for run in "parked/$name"/*/; do  # parked runs that have finished since
         run=${run%/} && base=$(basename "$run")
         [ -d "$run" ] || continue
-        if [ -f "$out/$base/summary.json" ]; then rm -rf "$run"; echo "unparked $name/$base (finished)"; fi
+        if [ -f "$out/$base/summary.json" ]; then rm -rf "$run"; echo "dropped parked $name/$base: it has finished"; fi
       done
       rmdir "parked/$name" 2> /dev/null || true ;;
     unpark)
