@@ -125,3 +125,14 @@ def test_the_mechanism_sweep_is_the_table1_standard_run_with_stronger_weight_dec
     assert [run.config.weight_decay for run in runs] == [2.69e-3, 5.39e-3, 1.08e-2]
     for run in runs:
         assert run.config == dataclasses.replace(table1, method="baseline", weight_decay=run.config.weight_decay)
+
+
+def test_the_grokfast_weight_decay_sweep_is_table1s_ema_runs_with_weight_decay_5e_3():
+    # configs/sweep-neuralgrok-grokfast-wd.toml: the Table 1 sweep's Grokfast-EMA runs of seed 0, only the L2
+    # weight decay changed (1e-3 -> 5e-3).
+    table1 = {run.name: run.config for run in load_sweeps([CONFIGS / "sweep-neuralgrok-table1.toml"])}
+    runs = load_sweeps([CONFIGS / "sweep-neuralgrok-grokfast-wd.toml"])
+    assert [run.config.task for run in runs] == ["a+b", "a-b", "a*b", "a*a-b"]
+    for run in runs:
+        name = f"seed=0,task={run.name.split(',')[0].split('=')[1]},method=grokfast-ema"
+        assert run.config == dataclasses.replace(table1[name], weight_decay=5e-3), run.name
