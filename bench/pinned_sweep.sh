@@ -5,6 +5,7 @@
 # given again. Export the runs finished so far to this checkout's results/ with --export.
 #   bench/pinned_sweep.sh COMMIT configs/sweep-neuralgrok-table1.toml ...     # start or resume (background)
 #   bench/pinned_sweep.sh COMMIT --export configs/sweep-neuralgrok-table1.toml ...   # copy finished runs
+# (MAX_ROWS=N caps each copy's metrics.csv at N rows instead of the export's default 200 log-spaced ones.)
 # A session's machine may be replaced between sessions, worktree and runs/ with it; only what is
 # committed survives. --park copies the unfinished runs that have a checkpoint (their whole directory
 # but the previous checkpoint) to this checkout's parked/<sweep>/, dropping parked runs that have
@@ -65,7 +66,8 @@ if [ "$mode" != run ]; then
       dest=$(pwd)/results/$name
       results=neuralgrok.experiments.results
       (cd "$tree" && "$venv/bin/python" -c 'import neuralgrok.experiments.results' 2> /dev/null) || results=neuralgrok.results
-      (cd "$tree" && "$venv/bin/python" -m "$results" export --finished-only "$out" "$dest") ;;
+      (cd "$tree" && "$venv/bin/python" -m "$results" export --finished-only ${MAX_ROWS:+--max-rows "$MAX_ROWS"} \
+        "$out" "$dest") ;;
     park)
       mkdir -p "parked/$name"
       incoming=parked/$name/.incoming  # a run is copied here, then moved over its older parked copy

@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sweeps=(configs/sweep-gu-p97-{base,strip,rectangle,base-tasks,base-seeds,toeplitz,mse,mlp,onehot}.toml
         configs/sweep-gu-polygons-seeds.toml)
-bench/reproduce_sweeps.sh "${sweeps[@]}"
+# Every logged row is exported (at most 1,501: 30,000 steps at eval_every 20), not the default 200 log-spaced
+# ones: the correlation table's Spearman coefficients and change points are over the whole run.
+MAX_ROWS=2000 bench/reproduce_sweeps.sh "${sweeps[@]}"
 for out in sweep-gu-p97-base sweep-gu-p97-rectangle sweep-gu-p97-strip sweep-gu-p97-variants; do
   .venv/bin/neuralgrok analyze "results/$out"
 done
