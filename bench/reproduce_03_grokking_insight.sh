@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The data of notebooks/03_grokking_insight.ipynb, at the reduced size its sweep files document: every
+# The reduced-size data (p = 31) that notebooks/03_grokking_insight.ipynb drew before the p = 97 runs (it still
+# draws the polygon runs), at the size its sweep files document: every
 # configs/sweep-grokking-insight-*.toml, run and exported to results/<its out directory's name>, then
 # `neuralgrok analyze` of each full run (MED against test loss; the ResNet-18 polygon run, which has no MED,
 # gets its weight norm's and weight AGE's), its analysis.csv copied beside the export.
