@@ -9,7 +9,8 @@
 # A session's machine may be replaced between sessions, worktree and runs/ with it; only what is
 # committed survives. --park copies the unfinished runs that have a checkpoint (their whole directory
 # but the previous checkpoint) to this checkout's parked/<sweep>/, dropping parked runs that have
-# finished since: commit parked/ before a session ends. --unpark, on a new machine before the sweep
+# finished since: commit parked/ before a session ends. A run whose checkpoint is over PARK_MAX_MB (default 50)
+# is left out, with a message: it restarts from step 0 on a new machine. --unpark, on a new machine before the sweep
 # starts, puts the committed results/<sweep>/ runs (finished: the sweep skips them) and the parked
 # runs (they resume from their checkpoints) into the worktree's runs/, where a run is not there yet.
 #   bench/pinned_sweep.sh COMMIT --park configs/sweep-neuralgrok-table1.toml ...     # then git add parked/
@@ -74,6 +75,12 @@ if [ "$mode" != run ]; then
       for run in "$out"/*/; do
         run=${run%/} && base=$(basename "$run")
         if [ ! -f "$run/summary.json" ] && [ -f "$run/checkpoint.pt" ]; then
+          size=$(du -m "$run/checkpoint.pt" | cut -f1)
+          if [ "$size" -gt "${PARK_MAX_MB:-50}" ]; then  # e.g. Grokfast-MA's window of 100 gradients
+            echo "not parked: $name/$base (its checkpoint is $size MB, over PARK_MAX_MB=${PARK_MAX_MB:-50}:" \
+                 "too big to commit; on a new machine it starts again from step 0)" >&2
+            continue
+          fi
           rm -rf "$incoming" && mkdir -p "$incoming"
           cp -r "$run" "$incoming/"  # a copy taken mid-write is a run killed then: it resumes
           rm -f "$incoming/$base"/checkpoint.prev.pt "$incoming/$base"/.*.tmp
