@@ -62,6 +62,7 @@ if [ "$mode" != run ]; then
     name=$(basename "$out")
     case "$mode" in
     export)
+      if [ -z "$(ls -A "$out" 2> /dev/null)" ]; then echo "$name: no runs yet"; continue; fi
       # From the worktree, so that the pinned commit's neuralgrok (not this checkout's) does the export: its
       # results module is neuralgrok.experiments.results, or neuralgrok.results in commits before that.
       dest=$(pwd)/results/$name
