@@ -145,7 +145,15 @@ def main():
         for chunk, seconds in chunk_times(config, arguments.chunks, repeats=5).items():
             print(f"evaluation in chunks of {chunk}: {seconds * 1e3:.1f} ms")
     if arguments.changes or arguments.option:
-        option = tomllib.loads(arguments.option) if arguments.option else None
+        option = None
+        if arguments.option:
+            try:
+                option = tomllib.loads(arguments.option)
+            except tomllib.TOMLDecodeError as error:
+                parser.error(f"--option {arguments.option!r} is not FIELD=VALUE with a TOML value: {error}")
+            unknown = sorted(set(option) - {field.name for field in dataclasses.fields(TrainConfig)})
+            if unknown:
+                parser.error(f"--option: {unknown} are not TrainConfig fields")
         ms = change_times(config, arguments.rounds, arguments.steps_per_round, arguments.rows_per_round, option)
         for part in ("step", "row"):
             print(f"{part}: {ms['before', part]:.1f} ms before, {ms['after', part]:.1f} ms after "
