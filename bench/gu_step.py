@@ -46,7 +46,7 @@ from common import RunnerParts, machine, median_seconds  # noqa: E402
 
 import neuralgrok  # noqa: E402
 from neuralgrok.allocator import keep_freed_memory  # noqa: E402
-from neuralgrok.experiments.config import TrainConfig  # noqa: E402
+from neuralgrok.experiments.config import ConfigError, TrainConfig  # noqa: E402
 from neuralgrok.experiments.loop import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,12 +148,11 @@ def main():
         option = None
         if arguments.option:
             try:
-                option = tomllib.loads(arguments.option)
+                option = TrainConfig.typed_values(tomllib.loads(arguments.option))  # unknown or ill-typed fields
             except tomllib.TOMLDecodeError as error:
                 parser.error(f"--option {arguments.option!r} is not FIELD=VALUE with a TOML value: {error}")
-            unknown = sorted(set(option) - {field.name for field in dataclasses.fields(TrainConfig)})
-            if unknown:
-                parser.error(f"--option: {unknown} are not TrainConfig fields")
+            except ConfigError as error:
+                parser.error(f"--option {arguments.option!r}: {error}")
         ms = change_times(config, arguments.rounds, arguments.steps_per_round, arguments.rows_per_round, option)
         for part in ("step", "row"):
             print(f"{part}: {ms['before', part]:.1f} ms before, {ms['after', part]:.1f} ms after "
