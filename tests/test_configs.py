@@ -136,3 +136,13 @@ def test_the_grokfast_weight_decay_sweep_is_table1s_ema_runs_with_weight_decay_5
     for run in runs:
         name = f"seed=0,task={run.name.split(',')[0].split('=')[1]},method=grokfast-ema"
         assert run.config == dataclasses.replace(table1[name], weight_decay=5e-3), run.name
+
+
+def test_the_polygon_seeds_file_runs_seeds_1_and_2_of_the_polygon_sweep_into_its_out():
+    # configs/sweep-gu-polygons-seeds.toml repeats sweep-grokking-insight-polygons.toml's settings (a sweep file
+    # cannot include another): its runs must be that file's seed-1 and seed-2 runs, in the same directories.
+    full = {run.out_dir: run.config for run in load_sweeps([CONFIGS / "sweep-grokking-insight-polygons.toml"])}
+    seeds = load_sweeps([CONFIGS / "sweep-gu-polygons-seeds.toml"])
+    assert [run.config.seed for run in seeds] == [1, 2]
+    for run in seeds:
+        assert full[run.out_dir] == run.config, run.out_dir
