@@ -317,6 +317,17 @@ def test_analyze_correlations_and_drop_lag(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(written), from_csv)
 
 
+def test_analyze_leaves_out_a_column_that_repeats_an_earlier_one_unless_named():
+    # A method that leaves the gradient as it is logs step_grad_age equal to grad_age on every row.
+    table = synthetic_run().assign(grad_age=lambda t: t["monotone"], step_grad_age=lambda t: t["monotone"])
+    table.loc[table.index[:3], ["monotone", "step_grad_age"]] = np.nan  # NaN in the same rows: still a repeat
+    assert list(measures.analyze(table)["measure"]) == ["monotone", "drops_at_300", "constant", "grad_age"]
+    table.loc[table.index[5], "step_grad_age"] += 1.0  # differs on one row: kept
+    assert "step_grad_age" in list(measures.analyze(table)["measure"])
+    named = measures.analyze(table.assign(step_grad_age=table["grad_age"]), measures=["grad_age", "step_grad_age"])
+    assert list(named["measure"]) == ["grad_age", "step_grad_age"]
+
+
 def test_analyze_smoothing_ignores_a_one_sample_dip_and_no_grokking_gives_nan():
     table = synthetic_run()
     table["test_accuracy"] = 0.0
@@ -390,8 +401,8 @@ def test_analyze_of_a_sweep_reports_each_measures_lead_on_the_test_accuracy_jump
     assert cli.main(["analyze", str(sweep)]) == 0
     printed = capsys.readouterr().out
     table = pd.read_csv(sweep / "correlations.csv").set_index(["run", "measure"])
-    assert set(table.index.get_level_values("measure")) == {"grad_age", "step_grad_age", "weight_norm", "med",
-                                                            "fourier_gini"}
+    # step_grad_age repeats grad_age in these baseline runs: left out
+    assert set(table.index.get_level_values("measure")) == {"grad_age", "weight_norm", "med", "fourier_gini"}
     for run, lead, lag in (("seed=0", 600, 400), ("seed=1", 300, 200)):
         assert table.loc[(run, "med"), "jump_step"] in (GROK_AT, GROK_AT + 20)  # the half-way sample's side
         assert table.loc[(run, "med"), "lead"] == lead
@@ -444,7 +455,8 @@ def test_analyze_command_on_a_real_run(tmp_path):
     result = subprocess.run([sys.executable, "-m", "neuralgrok", "analyze", str(run)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(run / "analysis.csv")
-    assert list(table["measure"]) == ["grad_age", "step_grad_age", "weight_norm", "med", "med_cv", "fourier_gini"]
+    # a baseline run's step_grad_age is its grad_age: left out
+    assert list(table["measure"]) == ["grad_age", "weight_norm", "med", "med_cv", "fourier_gini"]
 
     assert table["n"].min() == 16  # steps 0, 20, ..., 300
     assert table[["pearson", "spearman"]].abs().max().max() <= 1.0

@@ -100,7 +100,8 @@ def analyze(metrics: Any, *, measures: Optional[Sequence[str]] = None, grok_accu
         metrics: a pandas DataFrame or a CSV path with columns ``step``, ``test_loss``,
             ``test_accuracy`` and one column per measure (a run's ``metrics.csv``).
         measures: the measure columns; default every numeric column but the runner's
-            bookkeeping ones (:data:`NOT_MEASURES`).
+            bookkeeping ones (:data:`NOT_MEASURES`) and those that repeat an earlier one on every
+            row (``step_grad_age`` is ``grad_age`` when the method leaves the gradient as it is).
         grok_accuracy: the grokking step is the first logged step with
             ``test_accuracy >= grok_accuracy``.
         smooth: window of a centred running median applied to each measure before looking
@@ -140,8 +141,12 @@ def analyze(metrics: Any, *, measures: Optional[Sequence[str]] = None, grok_accu
         raise ValueError(f"analyze(): the metrics table lacks the columns {sorted(missing)}")
     table = table.sort_values("step").reset_index(drop=True)
     if measures is None:
-        numeric = table.select_dtypes("number").columns
-        measures = [c for c in numeric if c not in NOT_MEASURES]
+        measures = []
+        for column in table.select_dtypes("number").columns:
+            values = table[column].to_numpy(dtype=float)
+            if column not in NOT_MEASURES and not any(
+                    np.array_equal(values, table[kept].to_numpy(dtype=float), equal_nan=True) for kept in measures):
+                measures.append(column)
     steps = table["step"].to_numpy(dtype=float)
     test_loss = table["test_loss"].to_numpy(dtype=float)
     grokked = np.flatnonzero(table["test_accuracy"].to_numpy(dtype=float) >= grok_accuracy)
