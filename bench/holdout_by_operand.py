@@ -1,0 +1,53 @@
+"""Accuracy on a hold-out run's held block, per first operand, from the run's checkpoint.
+
+    .venv/bin/python bench/holdout_by_operand.py RUN_DIR [--checkpoint checkpoint.pt]
+
+For Gu et al.'s strip (``split = "strip"``, ``operand_offset = 60``) the first operands 0..k are never the first
+token of a training input, but with k >= 60 the tokens 60..k are also the second operand's tokens 0..k-60, which
+are trained. This prints, for each first operand of the held block, its accuracy, and the norm of its token
+embedding, so a reader sees which held pairs a run gets right and why (the README's hold-out section quotes it
+for the strip at k = 67). It reads the checkpoint a run leaves in its directory (committed results/ hold no
+checkpoints: run the config again, or use a sweep worktree's runs/).
+"""
+import argparse
+from pathlib import Path
+
+import torch
+
+from neuralgrok.experiments.data import build_data
+from neuralgrok.experiments.models import build_model
+from neuralgrok.experiments.records import run_config
+from neuralgrok.storage.checkpoints import read_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--checkpoint", default="checkpoint.pt", help="file in RUN_DIR (default checkpoint.pt)")
+    args = parser.parse_args()
+    config = run_config(args.run_dir)
+    if config.split not in ("strip", "rectangle"):
+        parser.error(f"{args.run_dir} is not a hold-out run (split = {config.split!r})")
+    data = build_data(config, with_outer=False, progress=False)
+    model = build_model(config, data.layout, data.sequence_length)
+    state = read_checkpoint(args.run_dir / args.checkpoint)
+    model.load_state_dict(state["model"])
+    model.eval()
+    held = data.test_parts["held"]
+    with torch.no_grad():
+        logits = model(held.inputs)
+    right = (logits.argmax(-1) == held.labels).double()
+    first = held.inputs[:, 0]
+    trained_anywhere = set(data.train.inputs.flatten().tolist())
+    embedding = model.state_dict().get("token_embedding.weight")
+    print(f"{args.run_dir} at step {state['step']}: held-block accuracy {right.mean().item():.4f}")
+    print("first operand token | pairs | accuracy | token in a training input | embedding norm")
+    for token in first.unique().tolist():
+        rows = first == token
+        norm = f"{embedding[token].norm().item():.3f}" if embedding is not None else "-"
+        print(f"{token:19d} | {int(rows.sum()):5d} | {right[rows].mean().item():8.3f} | "
+              f"{'yes' if token in trained_anywhere else 'no':25s} | {norm}")
+
+
+if __name__ == "__main__":
+    main()
