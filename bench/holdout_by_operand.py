@@ -11,6 +11,7 @@ checkpoints: run the config again, or use a sweep worktree's runs/).
 """
 import argparse
 from pathlib import Path
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -20,33 +21,45 @@ from neuralgrok.experiments.records import run_config
 from neuralgrok.storage.checkpoints import read_checkpoint
 
 
+def by_first_operand(run_dir: Path, checkpoint: str = "checkpoint.pt") -> Tuple[int, List[Dict[str, Any]]]:
+    """``(step, rows)``: the checkpoint's step and, for each first-operand token of the held block (ascending),
+    ``{"token", "pairs", "accuracy", "trained" (the token occurs in some training input), "embedding_norm"}``."""
+    config = run_config(run_dir)
+    if config.split not in ("strip", "rectangle"):
+        raise ValueError(f"{run_dir} is not a hold-out run (split = {config.split!r})")
+    data = build_data(config, with_outer=False, progress=False)
+    model = build_model(config, data.layout, data.sequence_length)
+    state = read_checkpoint(Path(run_dir) / checkpoint)
+    model.load_state_dict(state["model"])
+    model.eval()
+    held = data.test_parts["held"]
+    with torch.no_grad():
+        right = (model(held.inputs).argmax(-1) == held.labels).double()
+    first = held.inputs[:, 0]
+    trained = set(data.train.inputs.flatten().tolist())
+    embedding = model.state_dict().get("token_embedding.weight")
+    rows = [{"token": token, "pairs": int((first == token).sum()), "accuracy": right[first == token].mean().item(),
+             "trained": token in trained,
+             "embedding_norm": embedding[token].norm().item() if embedding is not None else float("nan")}
+            for token in first.unique().tolist()]
+    return state["step"], rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--checkpoint", default="checkpoint.pt", help="file in RUN_DIR (default checkpoint.pt)")
     args = parser.parse_args()
-    config = run_config(args.run_dir)
-    if config.split not in ("strip", "rectangle"):
-        parser.error(f"{args.run_dir} is not a hold-out run (split = {config.split!r})")
-    data = build_data(config, with_outer=False, progress=False)
-    model = build_model(config, data.layout, data.sequence_length)
-    state = read_checkpoint(args.run_dir / args.checkpoint)
-    model.load_state_dict(state["model"])
-    model.eval()
-    held = data.test_parts["held"]
-    with torch.no_grad():
-        logits = model(held.inputs)
-    right = (logits.argmax(-1) == held.labels).double()
-    first = held.inputs[:, 0]
-    trained_anywhere = set(data.train.inputs.flatten().tolist())
-    embedding = model.state_dict().get("token_embedding.weight")
-    print(f"{args.run_dir} at step {state['step']}: held-block accuracy {right.mean().item():.4f}")
+    try:
+        step, rows = by_first_operand(args.run_dir, args.checkpoint)
+    except ValueError as error:
+        parser.error(str(error))
+    total = sum(row["pairs"] * row["accuracy"] for row in rows) / sum(row["pairs"] for row in rows)
+    print(f"{args.run_dir} at step {step}: held-block accuracy {total:.4f}")
     print("first operand token | pairs | accuracy | token in a training input | embedding norm")
-    for token in first.unique().tolist():
-        rows = first == token
-        norm = f"{embedding[token].norm().item():.3f}" if embedding is not None else "-"
-        print(f"{token:19d} | {int(rows.sum()):5d} | {right[rows].mean().item():8.3f} | "
-              f"{'yes' if token in trained_anywhere else 'no':25s} | {norm}")
+    for row in rows:
+        print(f"{row['token']:19d} | {row['pairs']:5d} | {row['accuracy']:8.3f} | "
+              f"{'yes' if row['trained'] else 'no':25s} | {row['embedding_norm']:.3f}")
 
 
 if __name__ == "__main__":

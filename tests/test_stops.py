@@ -1,8 +1,11 @@
 """The plateau stop: a hold-out run whose train accuracy is 1 and whose test accuracy has stopped moving ends
 there (``stop_reason = "plateau"``), a run whose test accuracy keeps moving does not, and a resumed run
-stops where the uninterrupted one did. (The early stop is tested in test_paper_setup.py.)"""
+stops where the uninterrupted one did. (The early stop is tested in test_paper_setup.py.) Also the per-first-operand
+check of a hold-out run's held block (bench/holdout_by_operand.py) on the same toy strip."""
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +141,32 @@ def test_summaries_and_tables_say_plateau(tmp_path, capsys):
     assert group_row([], (), [run, run], counts=["plateau"])["plateau"] == "2"
     # A plain run's table is unchanged: no column for it.
     assert "stopped" not in summary_table([summarize(TrainConfig(steps=20), history, 1.0)])
+
+
+def test_holdout_by_operand_says_which_held_first_operands_were_trained(tmp_path):
+    """bench/holdout_by_operand.py (the README's per-operand check of the strips): with the second operand's
+    tokens offset by 3 and k = 4, the held first operands 3 and 4 are trained as the second operand's 0 and 1,
+    while 0..2 occur in no training input and keep their (decayed) initial embeddings."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from holdout_by_operand import by_first_operand
+
+    config = TrainConfig(**{**STRIP, "operand_offset": 3, "steps": 21, "weight_decay": 0.5,
+                            "optimizer": "adamw", "checkpoint_every": 10})
+    train(config, tmp_path, progress=False)  # checkpoints at steps 10 and 20 (none at the run's end)
+    step, table = by_first_operand(tmp_path)
+    assert step == 20
+    assert [row["token"] for row in table] == [0, 1, 2, 3, 4]
+    assert [row["trained"] for row in table] == [False, False, False, True, True]
+    assert all(row["pairs"] == 13 for row in table)  # every second operand 0..12 with each held first operand
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in table)
+    # Adam never moves an embedding row whose gradient was always 0; AdamW's decoupled decay shrinks it by
+    # (1 - lr * wd) a step: from step 10 (the kept previous checkpoint) to 20, past the warm-up.
+    before_step, before = by_first_operand(tmp_path, "checkpoint.prev.pt")
+    assert before_step == 10
+    ratios = [row["embedding_norm"] / old["embedding_norm"] for row, old in zip(table, before)]
+    assert ratios[:3] == pytest.approx([(1 - config.lr * config.weight_decay) ** 10] * 3, rel=1e-5)
+    assert all(abs(ratio - (1 - config.lr * config.weight_decay) ** 10) > 1e-3 for ratio in ratios[3:])
+    random = tmp_path / "random"
+    train(TrainConfig(task="a+b", p=7, steps=2, checkpoint_every=1, threads=1), random, progress=False)
+    with pytest.raises(ValueError, match="not a hold-out run"):
+        by_first_operand(random)
