@@ -2,6 +2,8 @@
 there (``stop_reason = "plateau"``), a run whose test accuracy keeps moving does not, and a resumed run
 stops where the uninterrupted one did. (The early stop is tested in test_paper_setup.py.) Also the per-first-operand
 check of a hold-out run's held block (bench/holdout_by_operand.py) on the same toy strip."""
+import csv
+import dataclasses
 import json
 import shutil
 import sys
@@ -44,10 +46,53 @@ def test_plateau_needs_train_accuracy_one_and_test_accuracy_within_the_tolerance
     assert stop_due(both, rows((1.0, 0.5), (1.0, 0.6))) is None
 
 
+def test_plateau_outliers_let_a_few_spikes_in_the_window_pass():
+    spiky = rows(*[(1.0, 0.3)] * 4, (0.8, 0.1), (1.0, 0.29), *[(1.0, 0.3)] * 4)  # a spike, then 0.01 off the band
+    assert not plateaued(TrainConfig(plateau_stop_evals=10), spiky)
+    assert not plateaued(TrainConfig(plateau_stop_evals=10, plateau_stop_outliers=1), spiky)
+    assert plateaued(TrainConfig(plateau_stop_evals=10, plateau_stop_outliers=2), spiky)
+    # The band is the narrowest that holds all but the outliers, wherever it lies.
+    assert plateaued(TrainConfig(plateau_stop_evals=4, plateau_stop_outliers=1), rows(*[(1.0, 0.5), (1.0, 0.3), (1.0, 0.3005), (1.0, 0.3)]))
+    # Outliers do not make a creeping test accuracy a plateau.
+    creeping = rows(*[(1.0, 0.3 + 0.0006 * i) for i in range(10)])
+    assert not plateaued(TrainConfig(plateau_stop_evals=10, plateau_stop_outliers=7), creeping)
+    assert plateaued(TrainConfig(plateau_stop_evals=10, plateau_stop_outliers=8), creeping)  # 2 rows 0.0006 apart
+
+
+def committed_history(run):
+    """The committed metrics.csv of results/``run`` as rows of floats."""
+    with open(Path(__file__).resolve().parents[1] / "results" / run / "metrics.csv", newline="") as file:
+        return [{key: float(value) for key, value in row.items() if value not in ("", None)}
+                for row in csv.DictReader(file)]
+
+
+@pytest.mark.parametrize("run, stop_at, final_test_accuracy", [
+    ("sweep-gu-p97-strip/holdout_k=40", 8200, 0.3955), ("sweep-gu-p97-rectangle/holdout_k=40", 18200, 0.9027),
+    ("sweep-gu-p97-strip/holdout_k=50", None, 0.2391), ("sweep-gu-p97-strip/holdout_k=60", None, 0.1037),
+    ("sweep-gu-p97-strip/holdout_k=67", None, 0.0520)])
+def test_plateau_outliers_would_have_ended_the_committed_hold_outs_at_their_final_accuracy(run, stop_at,
+                                                                                              final_test_accuracy):
+    """The README's claim: the p = 97 hold-outs' loss spikes kept the plateau stop (100 evaluations within
+    0.001) from firing, so they ran all 30,000 steps; with 5 outliers allowed it fires at ``stop_at``, where
+    the test accuracy is already the final one, or (None) still never, where test accuracy never settles."""
+    history = committed_history(run)
+    config = TrainConfig(plateau_stop_evals=100, plateau_stop_tolerance=0.001)
+    assert first_plateau(config, history) is None
+    index = first_plateau(dataclasses.replace(config, plateau_stop_outliers=5), history)
+    assert history[-1]["test_accuracy"] == pytest.approx(final_test_accuracy, abs=1e-4)
+    if stop_at is None:  # test accuracy never settles: the run still goes to the cap
+        assert index is None
+        return
+    assert history[index]["step"] == stop_at
+    assert history[index]["test_accuracy"] == pytest.approx(final_test_accuracy, abs=0.002)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"plateau_stop_evals": -1}, "plateau_stop_evals=-1 must not be negative"),
     ({"plateau_stop_tolerance": -0.1}, r"plateau_stop_tolerance=-0.1 must be in \[0, 1\)"),
     ({"plateau_stop_tolerance": 1.0}, r"plateau_stop_tolerance=1.0 must be in \[0, 1\)"),
+    ({"plateau_stop_outliers": -1}, r"plateau_stop_outliers=-1 must be in 0..plateau_stop_evals - 1"),
+    ({"plateau_stop_evals": 5, "plateau_stop_outliers": 5}, r"plateau_stop_outliers=5 must be in 0..plateau_stop_evals"),
 ])
 def test_plateau_fields_are_checked(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -55,9 +100,12 @@ def test_plateau_fields_are_checked(bad, message):
 
 
 def test_plateau_flags_come_from_the_dataclass_and_old_configs_read_as_off(tmp_path):
-    config = config_from_flags(["--plateau-stop-evals", "7", "--plateau-stop-tolerance", "0.01"])
-    assert (config.plateau_stop_evals, config.plateau_stop_tolerance) == (7, 0.01)
-    assert (TrainConfig.defaults()["plateau_stop_evals"], TrainConfig.defaults()["plateau_stop_tolerance"]) == (0, 0.001)
+    config = config_from_flags(["--plateau-stop-evals", "7", "--plateau-stop-tolerance", "0.01",
+                                "--plateau-stop-outliers", "2"])
+    assert (config.plateau_stop_evals, config.plateau_stop_tolerance, config.plateau_stop_outliers) == (7, 0.01, 2)
+    defaults = TrainConfig.defaults()
+    assert (defaults["plateau_stop_evals"], defaults["plateau_stop_tolerance"], defaults["plateau_stop_outliers"]) == (
+        0, 0.001, 0)
     run = tmp_path / "old"
     run.mkdir()
     (run / "config.toml").write_text('task = "a+b"\np = 11\nsteps = 5\n')  # written before the fields existed

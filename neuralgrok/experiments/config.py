@@ -143,6 +143,9 @@ class TrainConfig:
                                         "row, for hold-outs whose test accuracy is capped (Gu et al.'s strip); "
                                         "0 = off")
     plateau_stop_tolerance: float = option(0.001, "how far test accuracy may move over the plateau-stop window")
+    plateau_stop_outliers: int = option(0, "evaluations of the plateau-stop window that may break it (a loss spike: "
+                                           "train accuracy below 1, or test accuracy off the others' band); "
+                                           "0 = every evaluation must hold")
     snapshot_every: int = option(0, "steps between snapshots of the method's small state (NeuralGrok: its amplifier) "
                                     "in snapshots/step_N.pt, from step 0; 0 = none")
     measures: str = option("", "progress measures logged at each evaluation, comma-separated: "
@@ -260,6 +263,10 @@ def config_problems(config: "TrainConfig", environment: bool = False) -> List[st
         problems.append(f"early_stop_accuracy={config.early_stop_accuracy} must be in [0, 1] (0 = off)")
     if not 0.0 <= config.plateau_stop_tolerance < 1.0:
         problems.append(f"plateau_stop_tolerance={config.plateau_stop_tolerance} must be in [0, 1)")
+    if config.plateau_stop_outliers < 0 or (config.plateau_stop_evals
+                                            and config.plateau_stop_outliers >= config.plateau_stop_evals):
+        problems.append(f"plateau_stop_outliers={config.plateau_stop_outliers} must be in 0..plateau_stop_evals - 1 "
+                        f"(plateau_stop_evals={config.plateau_stop_evals})")
     if not 0.0 < config.outer_fraction < config.train_fraction:
         problems.append(f"outer_fraction={config.outer_fraction} must be in (0, train_fraction="
                         f"{config.train_fraction})")

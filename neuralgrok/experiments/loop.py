@@ -110,15 +110,21 @@ def held_accuracy(config: TrainConfig, history: List[Dict[str, float]]) -> bool:
 
 
 def plateaued(config: TrainConfig, history: List[Dict[str, float]]) -> bool:
-    """Whether the plateau stop is due after ``history``: its last ``plateau_stop_evals`` rows all have
-    a train accuracy of 1 and test accuracies within ``plateau_stop_tolerance`` of each other (max - min),
-    as a hold-out whose test accuracy is capped ends (never when ``plateau_stop_evals`` is 0)."""
+    """Whether the plateau stop is due after ``history``: of its last ``plateau_stop_evals`` rows, all but at
+    most ``plateau_stop_outliers`` have a train accuracy of 1 and test accuracies within
+    ``plateau_stop_tolerance`` of each other (max - min), as a hold-out whose test accuracy is capped ends
+    (never when ``plateau_stop_evals`` is 0). The outliers let a run whose loss spikes now and then (a train
+    accuracy that drops for an evaluation, then returns) stop once its test accuracy has settled."""
     count = config.plateau_stop_evals
     window = history[-count:] if count else []
     if len(window) < count or not window:
         return False
-    test = [row["test_accuracy"] for row in window]
-    return all(row["train_accuracy"] == 1.0 for row in window) and max(test) - min(test) <= config.plateau_stop_tolerance
+    test = sorted(row["test_accuracy"] for row in window if row["train_accuracy"] == 1.0)
+    needed = count - config.plateau_stop_outliers
+    if len(test) < needed:
+        return False
+    # The narrowest band holding ``needed`` of the sorted accuracies: consecutive ones.
+    return min(test[i + needed - 1] - test[i] for i in range(len(test) - needed + 1)) <= config.plateau_stop_tolerance
 
 
 def stop_due(config: TrainConfig, history: List[Dict[str, float]]) -> Optional[str]:
@@ -326,7 +332,7 @@ def train(config: TrainConfig, out_dir: Optional[Union[str, Path]] = None, progr
     ``stop_reason = "diverged"`` (:func:`summarize`). The stop rules end it before its step budget at a
     logged row (:func:`stop_due`): ``"early_stop"`` once test accuracy has held (``early_stop_accuracy``,
     ``early_stop_evals``), ``"plateau"`` once train accuracy is 1 and test accuracy has stopped moving
-    (``plateau_stop_evals``, ``plateau_stop_tolerance``).
+    (``plateau_stop_evals``, ``plateau_stop_tolerance``, ``plateau_stop_outliers``).
     """
     validate_config(config)
     if out_dir is None:
