@@ -27,7 +27,7 @@ TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=40, b
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "neuralgrok", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "neuralgrok", *args], capture_output=True, text=True, timeout=300)
 
 
 def cli_error(capsys, *args):
