@@ -84,7 +84,7 @@ def files_problems(run_dir, reference):
         try:
             if path.name == "config.toml":
                 TrainConfig.from_toml(path)
-            elif path.suffix == ".pt" and path.name.startswith("checkpoint"):
+            elif path.suffix == ".pt" and (path.name.startswith("checkpoint") or path.name == "model.pt"):
                 problem = checkpoint_problem(path)
                 if problem:
                     problems.append(f"{path.name}: {problem}")

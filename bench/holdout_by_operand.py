@@ -1,37 +1,38 @@
 """Accuracy on a hold-out run's held block, per first operand, from the run's checkpoint.
 
-    .venv/bin/python bench/holdout_by_operand.py RUN_DIR [--checkpoint checkpoint.pt]
+    .venv/bin/python bench/holdout_by_operand.py RUN_DIR [--checkpoint model.pt]
 
 For Gu et al.'s strip (``split = "strip"``, ``operand_offset = 60``) the first operands 0..k are never the first
 token of a training input, but with k >= 60 the tokens 60..k are also the second operand's tokens 0..k-60, which
 are trained. This prints, for each first operand of the held block, its accuracy, and the norm of its token
 embedding, so a reader sees which held pairs a run gets right and why (the README's hold-out section quotes it
-for the strip at k = 67). It reads the checkpoint a run leaves in its directory (committed results/ hold no
-checkpoints: run the config again, or use a sweep worktree's runs/).
+for the strip at k = 67). It reads the weights a run leaves in its directory: a finished run's final ``model.pt``,
+else its last ``checkpoint.pt`` (runs written before model.pt existed, as the p = 97 sweep's; committed results/
+hold neither: run the config again, or use a sweep worktree's runs/).
 """
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from neuralgrok.experiments.data import build_data
-from neuralgrok.experiments.models import build_model
-from neuralgrok.experiments.records import run_config
-from neuralgrok.storage.checkpoints import read_checkpoint
+from neuralgrok.experiments.loop import trained_model
+from neuralgrok.experiments.records import CHECKPOINT, MODEL, run_config
 
 
-def by_first_operand(run_dir: Path, checkpoint: str = "checkpoint.pt") -> Tuple[int, List[Dict[str, Any]]]:
-    """``(step, rows)``: the checkpoint's step and, for each first-operand token of the held block (ascending),
-    ``{"token", "pairs", "accuracy", "trained" (the token occurs in some training input), "embedding_norm"}``."""
+def by_first_operand(run_dir: Path, checkpoint: Optional[str] = None) -> Tuple[int, List[Dict[str, Any]]]:
+    """``(step, rows)``: the weights' step and, for each first-operand token of the held block (ascending),
+    ``{"token", "pairs", "accuracy", "trained" (the token occurs in some training input), "embedding_norm"}``.
+    ``checkpoint``: the weights file in ``run_dir``; by default ``model.pt`` where the run has one, else
+    ``checkpoint.pt``."""
     config = run_config(run_dir)
     if config.split not in ("strip", "rectangle"):
         raise ValueError(f"{run_dir} is not a hold-out run (split = {config.split!r})")
+    if checkpoint is None:
+        checkpoint = MODEL if (Path(run_dir) / MODEL).exists() else CHECKPOINT
+    step, model = trained_model(run_dir, checkpoint)
     data = build_data(config, with_outer=False, progress=False)
-    model = build_model(config, data.layout, data.sequence_length)
-    state = read_checkpoint(Path(run_dir) / checkpoint)
-    model.load_state_dict(state["model"])
-    model.eval()
     held = data.test_parts["held"]
     with torch.no_grad():
         right = (model(held.inputs).argmax(-1) == held.labels).double()
@@ -42,13 +43,14 @@ def by_first_operand(run_dir: Path, checkpoint: str = "checkpoint.pt") -> Tuple[
              "trained": token in trained,
              "embedding_norm": embedding[token].norm().item() if embedding is not None else float("nan")}
             for token in first.unique().tolist()]
-    return state["step"], rows
+    return step, rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--checkpoint", default="checkpoint.pt", help="file in RUN_DIR (default checkpoint.pt)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="weights file in RUN_DIR (default: model.pt where the run finished, else checkpoint.pt)")
     args = parser.parse_args()
     try:
         step, rows = by_first_operand(args.run_dir, args.checkpoint)

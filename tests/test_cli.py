@@ -67,7 +67,7 @@ def test_run_writes_its_files(tmp_path):
     result = run_cli("run", "--p", "7", "--width", "16", "--depth", "1", "--steps", "4", "--eval-every", "2",
                      "--quiet", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "metrics.csv", "model.pt", "summary.json"]
     assert "memorised" in result.stdout
 
 

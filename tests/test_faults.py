@@ -79,7 +79,7 @@ def test_overwrite_deletes_the_old_run_first(tmp_path, capsys):
     status, _, _ = cli_exit(capsys, "run", *TINY_FLAGS, "--method", "grokfast-ema", "--checkpoint-every", "0",
                             "--out", str(tmp_path / "run"), "--overwrite")
     assert status == 0
-    assert run_files(tmp_path / "run") == ["summary.json", "metrics.csv", "config.toml"]
+    assert run_files(tmp_path / "run") == ["summary.json", "metrics.csv", "model.pt", "config.toml"]
     assert strict_json(tmp_path / "run" / "summary.json")["method"] == "grokfast-ema"
     assert TrainConfig.from_toml(tmp_path / "run" / "config.toml").method == "grokfast-ema"
 
@@ -119,6 +119,12 @@ def test_a_diverging_run_ends_diverged_in_strict_json_and_exit_3(tmp_path, capsy
     summary = strict_json(tmp_path / "summary.json")
     assert summary["stop_reason"] == "diverged" and summary["diverged_at_step"] <= 5
     assert "not finite" in summary["diverged_because"] and "diverged at step" in err
+    # The final weights only where they are finite: never a NaN model. The plain run's weights became NaN (no
+    # model.pt); the wrappers refused the non-finite gradient before any update (finite weights, saved).
+    saved = tmp_path / "model.pt"
+    assert saved.exists() == (method != "baseline")
+    if saved.exists():
+        assert all(torch.isfinite(w).all() for w in read_checkpoint(saved)["model"].values())
     assert out.splitlines()[2].split()[-2] == "diverged"  # the table's final accuracy cell
     runs = load_runs([tmp_path])  # compare's table counts it as diverged, with no threshold reached
     row = group_row([], (), runs, stop_reasons_present(runs))

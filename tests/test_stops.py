@@ -201,9 +201,13 @@ def test_holdout_by_operand_says_which_held_first_operands_were_trained(tmp_path
 
     config = TrainConfig(**{**STRIP, "operand_offset": 3, "steps": 21, "weight_decay": 0.5,
                             "optimizer": "adamw", "checkpoint_every": 10})
-    train(config, tmp_path, progress=False)  # checkpoints at steps 10 and 20 (none at the run's end)
-    step, table = by_first_operand(tmp_path)
+    train(config, tmp_path, progress=False)  # checkpoints at steps 10 and 20, the final weights (21) in model.pt
+    final_step, final = by_first_operand(tmp_path)  # model.pt where the run finished
+    assert final_step == 21
+    step, table = by_first_operand(tmp_path, "checkpoint.pt")
     assert step == 20
+    assert [row["token"] for row in final] == [row["token"] for row in table]
+    assert final[0]["embedding_norm"] == pytest.approx(table[0]["embedding_norm"] * (1 - config.lr * config.weight_decay))
     assert [row["token"] for row in table] == [0, 1, 2, 3, 4]
     assert [row["trained"] for row in table] == [False, False, False, True, True]
     assert all(row["pairs"] == 13 for row in table)  # every second operand 0..12 with each held first operand

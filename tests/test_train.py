@@ -13,9 +13,10 @@ from neuralgrok.experiments.data import build_data
 from neuralgrok.experiments.models import EmbeddingMLP, NandaTransformer, evaluate
 from neuralgrok.experiments.tasks import all_examples, inner_outer_test_split
 from neuralgrok.experiments.config import TrainConfig, validate_config
-from neuralgrok.experiments.loop import TrainingBatches, train
+from neuralgrok.experiments.loop import TrainingBatches, train, trained_model
 from neuralgrok.experiments.methods import METHODS, register_method
-from neuralgrok.experiments.records import METRIC_COLUMNS, summarize, summary_table
+from neuralgrok.experiments.records import METRIC_COLUMNS, save_model, summarize, summary_table
+from neuralgrok.storage.checkpoints import CheckpointError
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=150, lr=3e-3, weight_decay=0.0,
             eval_every=25, threads=1)
@@ -36,7 +37,7 @@ def test_tiny_run_memorises(tiny_run):
 
 def test_run_writes_config_metrics_and_summary(tiny_run):
     result, out = tiny_run
-    assert sorted(os.listdir(out)) == ["config.toml", "metrics.csv", "summary.json"]
+    assert sorted(os.listdir(out)) == ["config.toml", "metrics.csv", "model.pt", "summary.json"]
     assert TrainConfig.from_toml(out / "config.toml") == result.config
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -45,6 +46,26 @@ def test_run_writes_config_metrics_and_summary(tiny_run):
     for row in rows:
         assert all(math.isfinite(float(row[c])) for c in METRIC_COLUMNS)
     assert json.loads((out / "summary.json").read_text()) == result.summary
+
+
+def test_model_pt_holds_the_final_weights_and_trained_model_loads_them(tiny_run, tmp_path):
+    result, out = tiny_run
+    step, model = trained_model(out)
+    assert step == 150 and not model.training
+    final = result.model.state_dict()
+    assert model.state_dict().keys() == final.keys()
+    assert all(torch.equal(value, final[name]) for name, value in model.state_dict().items())
+    data = build_data(result.config, with_outer=False)
+    with torch.no_grad():
+        assert torch.equal(model(data.test.inputs), result.model.eval()(data.test.inputs))
+    with pytest.raises(CheckpointError, match="checkpoint.pt: does not exist"):
+        trained_model(out, "checkpoint.pt")  # the tiny run keeps no checkpoint
+    # A model whose weights are not finite is not written (a diverged run leaves no model.pt).
+    broken = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        broken.weight[0, 0] = math.nan
+    assert not save_model(tmp_path / "model.pt", 3, broken) and not (tmp_path / "model.pt").exists()
+    assert save_model(tmp_path / "model.pt", 3, torch.nn.Linear(2, 2)) and (tmp_path / "model.pt").exists()
 
 
 def test_history_values_are_sane(tiny_run):

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..measures.age import age
 from ..measures.weights import weight_norm
 from ..optim.base import NonFiniteGradientError
-from ..storage.checkpoints import CheckpointError
+from ..storage.checkpoints import CheckpointError, read_checkpoint
 from ..storage.files import atomic_write, atomic_write_text, locked_directory, remove_temporaries, strict_json, to_toml
 from ..version import build_info
 from .config import TrainConfig, validate_config
@@ -34,9 +34,9 @@ from .data import EVAL_CHUNK, RunData, build_data, eval_chunk
 from .logged_measures import MeasureInput, compute_measures, needs_all_pairs
 from .methods import METHODS, build_base_optimizer, uses_outer_split
 from .models import accuracy, answer_loss, build_model, example_losses
-from .records import (CHECKPOINT, EARLY_STOP, METRIC_COLUMNS, PLATEAU, Divergence, checkpoint_choices,
+from .records import (CHECKPOINT, EARLY_STOP, METRIC_COLUMNS, MODEL, PLATEAU, Divergence, checkpoint_choices,
                       checkpoint_to_resume, claim_run_directory, load_checkpoint, metrics_csv, part_columns,
-                      peak_rss_mib, run_config, save_checkpoint, save_snapshot, stored_config, summarize)
+                      peak_rss_mib, run_config, save_checkpoint, save_model, save_snapshot, stored_config, summarize)
 
 
 @dataclass
@@ -323,7 +323,9 @@ def train(config: TrainConfig, out_dir: Optional[Union[str, Path]] = None, progr
     (:class:`RunDirectoryError`) unless ``overwrite``, which deletes that run's files first;
     ``config.toml`` is written, ``checkpoint.pt`` (with its checksum, the one before kept as
     ``checkpoint.prev.pt``) and ``metrics.csv`` every ``checkpoint_every`` steps, then at the end
-    ``metrics.csv``, the method's artifacts (NeuralGrok's ``amplifier.pt``) and, last, ``summary.json`` (strict JSON:
+    ``metrics.csv``, the final weights ``model.pt`` (not for a run whose weights became NaN or infinite;
+    :func:`trained_model` loads it), the method's artifacts (NeuralGrok's ``amplifier.pt``) and, last,
+    ``summary.json`` (strict JSON:
     its presence marks a finished run), each atomically. With ``resume``, training continues from
     ``out_dir``'s checkpoint (if it has one), with the same metrics as an uninterrupted run; a damaged
     checkpoint raises :class:`neuralgrok.storage.checkpoints.CheckpointError` saying what to do.
@@ -352,6 +354,8 @@ def _train(config, out_dir, progress, resume):
     summary.update(peak_rss_mib=peak_rss_mib(), build=build_info())
     if out_dir is not None:
         atomic_write_text(out_dir / "metrics.csv", metrics_csv(history))
+        if history:
+            save_model(out_dir / MODEL, history[-1]["step"], model)  # the weights of the last logged row
         for name, state in METHODS[config.method].artifacts(optimizer).items():  # NeuralGrok's amplifier.pt
             with atomic_write(out_dir / name, "wb") as f:
                 torch.save(state, f)
@@ -364,6 +368,29 @@ def resume(out_dir: Union[str, Path], progress: bool = True) -> "RunResult":
     lacks takes the value runs had before it existed, :meth:`TrainConfig.defaults`; its relative paths
     are relative to ``out_dir``)."""
     return train(run_config(out_dir), out_dir, progress, resume=True)
+
+
+def trained_model(run_dir: Union[str, Path], file: str = MODEL) -> Tuple[int, torch.nn.Module]:
+    """``(step, model)``: the model of the run in ``run_dir`` (built as its ``config.toml`` says, on the CPU,
+    in eval mode) with the weights of ``file`` there: a finished run's final weights (``model.pt``), or a
+    checkpoint's (``checkpoint.pt``, ``checkpoint.prev.pt``). A missing or damaged file raises
+    :class:`neuralgrok.storage.checkpoints.CheckpointError`. Example::
+
+        step, model = trained_model("runs/sweep-gu-p97-strip/holdout_k=67")
+    """
+    config = run_config(run_dir)
+    data = build_data(config, with_outer=False, progress=False)
+    model = build_model(config, data.layout, data.sequence_length)
+    path = Path(run_dir) / file
+    if not path.exists():
+        raise CheckpointError(path, "does not exist (model.pt is written when a run finishes; runs written before "
+                                    "it existed, and runs still going, have checkpoint.pt)")
+    state = read_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(path, f"its model weights do not load into {config.model}: {error}") from None
+    return state["step"], model.eval()
 
 
 def depends_on_mode(model: torch.nn.Module) -> bool:

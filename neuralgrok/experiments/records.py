@@ -1,5 +1,6 @@
 """A run's records: its directory's files (``config.toml``: :func:`stored_config` and :func:`run_config`;
-``checkpoint.pt``, ``metrics.csv``, ``summary.json``, a method's artifacts and snapshots), what each holds,
+``checkpoint.pt``, ``metrics.csv``, ``summary.json``, the final weights ``model.pt`` (:func:`save_model`), a
+method's artifacts and snapshots), what each holds,
 and reading finished runs back.
 
 :func:`summarize` makes ``summary.json`` of a run's metrics history; :func:`save_checkpoint` and
@@ -33,10 +34,11 @@ METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_acc
                   "grad_age", "step_grad_age", "weight_norm", "wall_time_s")
 SNAPSHOTS = "snapshots"  # run-directory folder of the method's snapshot_state() files
 CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"  # the final weights of a finished run (save_model)
 TEST_ACCURACY_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 MEMORISATION_ACCURACY = 0.99
 
-RUN_FILES = ("summary.json", "metrics.csv", CHECKPOINT, previous_path(CHECKPOINT).name, "amplifier.pt", SNAPSHOTS,
+RUN_FILES = ("summary.json", "metrics.csv", CHECKPOINT, previous_path(CHECKPOINT).name, MODEL, "amplifier.pt", SNAPSHOTS,
              "analysis.csv", "config.toml")
 # summary.json's stop_reason: the step budget ran out, test accuracy held (the early stop), a hold-out's test
 # accuracy stopped moving after memorisation (the plateau stop), the loss or gradient became NaN or infinite.
@@ -214,6 +216,16 @@ def save_checkpoint(path: Union[str, Path], config: TrainConfig, step: int, part
     state.update(config=stored_config(config, path.parent), step=step, history=history, rng=rng_states(),
                  wall_time_s=wall_time_s)
     write_checkpoint(path, state)
+
+
+def save_model(path: Union[str, Path], step: int, model: torch.nn.Module) -> bool:
+    """Write ``model``'s weights after ``step`` updates to ``path`` as a checkpoint file (its checksum;
+    ``{"step", "model"}``), or nothing if a weight is NaN or infinite (a diverged run): whether it wrote."""
+    weights = model.state_dict()
+    if not all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()):
+        return False
+    write_checkpoint(path, {"step": step, "model": weights}, keep_previous=False)
+    return True
 
 
 def load_checkpoint(path: Union[str, Path], config: TrainConfig,
