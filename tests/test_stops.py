@@ -70,7 +70,7 @@ def committed_history(run):
     ("sweep-gu-p97-strip/holdout_k=40", 8200, 0.3955), ("sweep-gu-p97-rectangle/holdout_k=40", 18200, 0.9027),
     ("sweep-gu-p97-strip/holdout_k=50", None, 0.2391), ("sweep-gu-p97-strip/holdout_k=60", None, 0.1037),
     ("sweep-gu-p97-strip/holdout_k=67", None, 0.0520), ("sweep-gu-p97-rectangle/holdout_k=50", None, 0.6139),
-    ("sweep-gu-p97-rectangle/holdout_k=60", None, 0.4652)])
+    ("sweep-gu-p97-rectangle/holdout_k=60", None, 0.4652), ("sweep-gu-p97-rectangle/holdout_k=67", None, 0.3086)])
 def test_plateau_outliers_would_have_ended_the_committed_hold_outs_at_their_final_accuracy(run, stop_at,
                                                                                               final_test_accuracy):
     """The README's claim: the p = 97 hold-outs' loss spikes kept the plateau stop (100 evaluations within
