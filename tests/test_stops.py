@@ -2,7 +2,6 @@
 there (``stop_reason = "plateau"``), a run whose test accuracy keeps moving does not, and a resumed run
 stops where the uninterrupted one did. (The early stop is tested in test_paper_setup.py.) Also the per-first-operand
 check of a hold-out run's held block (bench/holdout_by_operand.py) on the same toy strip."""
-import csv
 import dataclasses
 import json
 import shutil
@@ -15,7 +14,7 @@ import torch
 from neuralgrok.experiments.compare import group_row
 from neuralgrok.experiments.config import ConfigError, TrainConfig, config_from_flags
 from neuralgrok.experiments.loop import plateaued, resume, stop_due, train
-from neuralgrok.experiments.records import CHECKPOINT, Run, summarize, summary_table
+from neuralgrok.experiments.records import CHECKPOINT, Run, read_metrics, summarize, summary_table
 from neuralgrok.storage.checkpoints import read_checkpoint
 
 # Gu et al.'s strip at a toy size: a+b mod 13, first operands 0..4 held out (their tokens never trained),
@@ -59,13 +58,6 @@ def test_plateau_outliers_let_a_few_spikes_in_the_window_pass():
     assert plateaued(TrainConfig(plateau_stop_evals=10, plateau_stop_outliers=8), creeping)  # 2 rows 0.0006 apart
 
 
-def committed_history(run):
-    """The committed metrics.csv of results/``run`` as rows of floats."""
-    with open(Path(__file__).resolve().parents[1] / "results" / run / "metrics.csv", newline="") as file:
-        return [{key: float(value) for key, value in row.items() if value not in ("", None)}
-                for row in csv.DictReader(file)]
-
-
 @pytest.mark.parametrize("run, stop_at, final_test_accuracy", [
     ("sweep-gu-p97-strip/holdout_k=40", 8200, 0.3955), ("sweep-gu-p97-rectangle/holdout_k=40", 18200, 0.9027),
     ("sweep-gu-p97-strip/holdout_k=50", None, 0.2391), ("sweep-gu-p97-strip/holdout_k=60", None, 0.1037),
@@ -76,7 +68,7 @@ def test_plateau_outliers_would_have_ended_the_committed_hold_outs_at_their_fina
     """The README's claim: the p = 97 hold-outs' loss spikes kept the plateau stop (100 evaluations within
     0.001) from firing, so they ran all 30,000 steps; with 5 outliers allowed it fires at ``stop_at``, where
     the test accuracy is already the final one, or (None) still never, where test accuracy never settles."""
-    history = committed_history(run)
+    history = read_metrics(Path(__file__).resolve().parents[1] / "results" / run / "metrics.csv")
     config = TrainConfig(plateau_stop_evals=100, plateau_stop_tolerance=0.001)
     assert first_plateau(config, history) is None
     index = first_plateau(dataclasses.replace(config, plateau_stop_outliers=5), history)
