@@ -19,7 +19,8 @@ from neuralgrok.experiments.sweeps import load_sweeps
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 NEURALGROK = ["add", "sub", "mul", "square_sub", "poly7"]
-GROKKING_INSIGHT = (["base_add", "base_sub", "base_x2xyy2", "mlp", "mse", "onehot", "toeplitz", "polygons_resnet18"]
+GROKKING_INSIGHT = (["base_add", "base_sub", "base_x2xyy2", "mlp", "mse", "onehot", "toeplitz", "toeplitz_control",
+                     "polygons_resnet18"]
                     + [f"{shape}_k{k}" for shape in ("rectangle", "strip") for k in (40, 50, 60, 67)])
 SHIPPED = ([CONFIGS / "neuralgrok" / f"{name}.toml" for name in NEURALGROK]
            + [CONFIGS / "grokking_insight" / f"{name}.toml" for name in GROKKING_INSIGHT])
@@ -104,7 +105,7 @@ GU_P97 = {"base": {"seed=0,task=a+b": "base_add", "seed=0,task=a-b": "base_sub",
           "rectangle": {f"holdout_k={k}": f"rectangle_k{k}" for k in (40, 50, 60, 67)},
           "strip": {f"holdout_k={k}": f"strip_k{k}" for k in (40, 50, 60, 67)},
           "variants": {"model=mlp": "mlp", "embedding_init=onehot_fixed": "onehot", "loss=mse": "mse",
-                       "embedding_init=toeplitz": "toeplitz"}}
+                       "embedding_init=toeplitz": "toeplitz", "embedding_init=default": "toeplitz_control"}}
 
 
 def test_the_p97_sweeps_run_exactly_the_paper_scale_configs():
