@@ -514,6 +514,24 @@ def test_a_sweep_resumes_its_own_unfinished_run_and_refuses_another_configs(tmp_
         check_runs(load_sweep(tmp_path / "s.toml"))
 
 
+def test_a_sweep_resumes_a_run_that_differs_only_in_fields_its_method_does_not_read(tmp_path):
+    # A baseline run written when NeuralGrok's and Grokfast's fields had other defaults is this sweep's run;
+    # for a neuralgrok run the amplifier's size is part of the run.
+    (tmp_path / "s.toml").write_text('out = "runs"\n[base]\np = 11\nsteps = 4\nwidth = 16\ndepth = 1\n'
+                                     'checkpoint_every = 2\n[grid]\nmethod = ["baseline", "neuralgrok"]\n')
+    runs = load_sweep(tmp_path / "s.toml")
+    for run in runs:
+        train(dataclasses.replace(run.config, amplifier_hidden=(16,), ema_alpha=0.5, meta_every=2), run.out_dir,
+              progress=False)
+        (run.out_dir / "summary.json").unlink()  # started, killed before the end
+    from neuralgrok.experiments.sweeps import SweepError, check_runs
+    with pytest.raises(SweepError, match="method=neuralgrok: .* holds a run of another config") as error:
+        check_runs(runs)
+    assert "method=baseline" not in str(error.value)
+    assert check_runs(runs[:1])[0].command == runs[0].resume_command()
+    assert resume(runs[0].out_dir, progress=False).summary["steps"] == 4  # from its checkpoint
+
+
 def test_a_demo_into_an_earlier_demos_directory_is_refused_before_any_run(tmp_path):
     from neuralgrok.experiments.demo import run_demo
     run_demo(tmp_path, steps=2, progress=False, methods=("baseline", "grokfast-ema"))

@@ -1,5 +1,6 @@
 """The method records (neuralgrok.experiments.methods) and the `clip` control, the example of a method added by
 one file (neuralgrok/optim/clip.py) plus its registration, with no edit to the loop."""
+import dataclasses
 import math
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 import neuralgrok
 from neuralgrok.experiments.config import TrainConfig
 from neuralgrok.experiments.loop import train
-from neuralgrok.experiments.methods import METHODS, Method, register_method, uses_outer_split
+from neuralgrok.experiments.methods import METHODS, Method, register_method, unread_options, uses_outer_split
+from neuralgrok.experiments.records import same_config
 from neuralgrok.optim.clip import ClipGradNorm
 
 TINY = dict(task="a+b", p=11, train_fraction=0.5, width=32, depth=1, steps=30, batch_size=16, lr=3e-3,
@@ -90,3 +92,44 @@ def test_a_method_record_says_what_the_loop_gives_it_and_what_the_run_keeps(tmp_
     assert seen["outer"] == int(0.1 * 121)  # the outer split the record asked for, held out of training
     assert torch.load(tmp_path / "run" / "extra.pt") == {"x": 1}
     assert result.summary["method"] == "test-outer"
+
+
+# A valid value other than the default for every method-only field (amplifier_path is left out: only neuralgrok,
+# which reads it, may set it).
+OTHER_VALUES = dict(ema_alpha=0.5, ema_lamb=3.0, ma_window=3, ma_lamb=1.5, amplifier_hidden=(16,), amplifier_rescale=2.0,
+                    meta_every=2, meta_mode="fast", meta_lr=1e-2, meta_weight_decay=0.0, virtual_lr=1e-2,
+                    virtual_lr_warmup=True, clip_grad_norm=0.05, outer_fraction=0.05)
+BUILT_IN = ("baseline", "grokfast-ema", "grokfast-ma", "neuralgrok", "neuralgrok-frozen", "normalize", "normalize-clip",
+            "clip")
+
+
+def logged(config):
+    return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in train(config, progress=False).history]
+
+
+def test_every_method_only_field_has_another_value_in_this_test():
+    method_only = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("method_option")}
+    assert method_only == set(OTHER_VALUES) | {"amplifier_path"}
+    assert set(BUILT_IN) <= set(METHODS)
+
+
+@pytest.mark.parametrize("method", BUILT_IN)
+def test_a_method_trains_the_same_run_whatever_its_unread_options_and_another_with_its_own_changed(method):
+    # What same_config relies on: unread_options(config) are fields the method's run never reads.
+    config = TrainConfig(**TINY, method=method)
+    unread = unread_options(config) - {"amplifier_path"}
+    own = set(OTHER_VALUES) - unread
+    assert own == set(METHODS[method].options) - {"amplifier_path"}
+    assert logged(dataclasses.replace(config, **{name: OTHER_VALUES[name] for name in unread})) == logged(config)
+    if own:
+        assert logged(dataclasses.replace(config, **{name: OTHER_VALUES[name] for name in own})) != logged(config)
+
+
+def test_same_config_ignores_exactly_the_fields_the_method_does_not_read(tmp_path):
+    baseline = TrainConfig(**TINY)
+    assert same_config(baseline, dataclasses.replace(baseline, amplifier_hidden=(16,), ema_alpha=0.5), tmp_path)
+    assert not same_config(baseline, dataclasses.replace(baseline, lr=1e-2), tmp_path)
+    assert not same_config(baseline, dataclasses.replace(baseline, method="clip"), tmp_path)
+    neuralgrok_run = dataclasses.replace(baseline, method="neuralgrok")
+    assert not same_config(neuralgrok_run, dataclasses.replace(neuralgrok_run, amplifier_hidden=(16,)), tmp_path)
+    assert same_config(neuralgrok_run, dataclasses.replace(neuralgrok_run, ema_alpha=0.5), tmp_path)

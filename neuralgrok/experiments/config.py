@@ -51,6 +51,13 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def method_option(default: Any, help: str) -> Any:
+    """An :func:`option` that only methods read (a :class:`~neuralgrok.experiments.methods.Method`'s
+    ``options``): a run of a method that does not read it is the same run whatever its value
+    (:func:`neuralgrok.experiments.methods.unread_options`)."""
+    return field(default=default, metadata={"help": help, "method_option": True})
+
+
 @dataclass
 class TrainConfig:
     """Everything a run depends on; ``config.toml`` of a run is this, resolved."""
@@ -112,26 +119,29 @@ class TrainConfig:
                                            "at lr 0, as NeuralGrok's official code; off: min(k / warmup_steps, 1)")
     # -- method -------------------------------------------------------------------------------
     method: str = option("baseline", "gradient method wrapping the base optimizer")
-    ema_alpha: float = option(0.98, "grokfast-ema: EMA momentum")
-    ema_lamb: float = option(2.0, "grokfast-ema: amplification")
-    ma_window: int = option(100, "grokfast-ma: window in steps")
-    ma_lamb: float = option(5.0, "grokfast-ma: amplification")
-    amplifier_hidden: Tuple[int, ...] = option((128, 128), "neuralgrok: amplifier hidden sizes (the official code: "
-                                                           "128 128; 1152 for a*c+b*d-e mod 7)")
-    amplifier_rescale: float = option(1.0, "neuralgrok, normalize: c, the norm each transformed gradient tensor is "
-                                           "rescaled to")
-    meta_every: int = option(4, "neuralgrok: steps between amplifier updates (T; the official code: 4, 1 for "
-                                "a*c+b*d-e mod 7)")
-    meta_mode: str = option("paper", "neuralgrok: 'paper' recomputes the gradient after the step, 'fast' reuses it")
-    meta_lr: float = option(1e-4, "neuralgrok: the amplifier's Adam learning rate")
-    meta_weight_decay: float = option(1e-3, "neuralgrok: the amplifier's Adam L2 weight decay")
-    virtual_lr: float = option(0.0, "neuralgrok: lr of the virtual step; 0 = the base lr (see virtual_lr_warmup)")
-    virtual_lr_warmup: bool = option(False, "neuralgrok: with virtual_lr 0, multiply the base lr by the warm-up "
-                                            "factor (off: the official code's constant base lr)")
-    outer_fraction: float = option(0.01, "neuralgrok: fraction of all pairs moved from train to the outer split")
-    clip_grad_norm: float = option(1.0, "neuralgrok, neuralgrok-frozen, normalize-clip, clip: global norm the "
-                                        "(transformed) gradients are clipped to; 0 = off")
-    amplifier_path: str = option("", "neuralgrok: use this frozen amplifier.pt (transfer) instead of training one")
+    ema_alpha: float = method_option(0.98, "grokfast-ema: EMA momentum")
+    ema_lamb: float = method_option(2.0, "grokfast-ema: amplification")
+    ma_window: int = method_option(100, "grokfast-ma: window in steps")
+    ma_lamb: float = method_option(5.0, "grokfast-ma: amplification")
+    amplifier_hidden: Tuple[int, ...] = method_option((128, 128), "neuralgrok: amplifier hidden sizes (the official "
+                                                                  "code: 128 128; 1152 for a*c+b*d-e mod 7)")
+    amplifier_rescale: float = method_option(1.0, "neuralgrok, normalize: c, the norm each transformed gradient "
+                                                  "tensor is rescaled to")
+    meta_every: int = method_option(4, "neuralgrok: steps between amplifier updates (T; the official code: 4, 1 for "
+                                       "a*c+b*d-e mod 7)")
+    meta_mode: str = method_option("paper", "neuralgrok: 'paper' recomputes the gradient after the step, 'fast' "
+                                            "reuses it")
+    meta_lr: float = method_option(1e-4, "neuralgrok: the amplifier's Adam learning rate")
+    meta_weight_decay: float = method_option(1e-3, "neuralgrok: the amplifier's Adam L2 weight decay")
+    virtual_lr: float = method_option(0.0, "neuralgrok: lr of the virtual step; 0 = the base lr (see "
+                                           "virtual_lr_warmup)")
+    virtual_lr_warmup: bool = method_option(False, "neuralgrok: with virtual_lr 0, multiply the base lr by the warm-up "
+                                                   "factor (off: the official code's constant base lr)")
+    outer_fraction: float = method_option(0.01, "neuralgrok: fraction of all pairs moved from train to the outer split")
+    clip_grad_norm: float = method_option(1.0, "neuralgrok, neuralgrok-frozen, normalize-clip, clip: global norm the "
+                                               "(transformed) gradients are clipped to; 0 = off")
+    amplifier_path: str = method_option("", "neuralgrok: use this frozen amplifier.pt (transfer) instead of training "
+                                            "one")
     # -- bookkeeping --------------------------------------------------------------------------
     eval_every: int = option(10, "steps between logged evaluations; 0 = once per epoch of the training batches "
                                  "(as NeuralGrok's Table 1 counts)")

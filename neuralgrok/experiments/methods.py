@@ -10,13 +10,15 @@ leaves in the run directory at the end (``artifacts``, e.g. NeuralGrok's ``ampli
 Adding a method: its optimizer in one file of :mod:`neuralgrok.optim` (a
 :class:`~neuralgrok.optim.base.GradientTransformOptimizer`), one :func:`register_method` call below (or in
 your own code), and its tests; hyperparameters it needs beyond the existing ones are new
-:class:`~neuralgrok.experiments.config.TrainConfig` fields. ``clip`` is the smallest example::
+:class:`~neuralgrok.experiments.config.TrainConfig` fields, declared with ``method_option`` and listed in
+its ``options`` (a run of another method then resumes whatever their value: :func:`unread_options`). ``clip`` is the smallest example::
 
     register_method("clip", lambda base, model, config, outer: ClipGradNorm(base, config.clip_grad_norm),
                     options=("clip_grad_norm",), help="...")
 """
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -87,6 +89,18 @@ def register_method(name: str, build: Builder, *, outer_split: Any = False, opti
 def method_of(config: Any) -> Optional[Method]:
     """The record of ``config.method`` (None for a name not registered)."""
     return METHODS.get(config.method)
+
+
+def unread_options(config: Any) -> FrozenSet[str]:
+    """The config's method-only fields (declared with
+    :func:`~neuralgrok.experiments.config.method_option`) that its method does not read, i.e. that are not in
+    its :attr:`Method.options` (for ``baseline``: all of them). Two configs of one method that differ only
+    in these train the same run: :func:`neuralgrok.experiments.records.same_config` ignores them, so a run
+    directory written when such a field had another default still resumes. ``tests/test_methods.py``
+    checks, by training, that each built-in method's options list every such field it reads."""
+    own = method_of(config)
+    method_only = {f.name for f in dataclasses.fields(config) if f.metadata.get("method_option")}
+    return frozenset(method_only - set(own.options if own else ()))
 
 
 def uses_outer_split(config: Any) -> bool:

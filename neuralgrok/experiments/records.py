@@ -29,6 +29,7 @@ import torch
 from ..storage.checkpoints import CheckpointError, previous_path, read_checkpoint, write_checkpoint
 from ..storage.files import atomic_write, finite_or_none, read_toml
 from .config import PATH_FIELDS, TrainConfig, resolve_paths
+from .methods import unread_options
 
 METRIC_COLUMNS = ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                   "grad_age", "step_grad_age", "weight_norm", "wall_time_s")
@@ -67,8 +68,11 @@ def run_config(out_dir: Union[str, Path]) -> TrainConfig:
 
 def same_config(a: TrainConfig, b: TrainConfig, out_dir: Union[str, Path]) -> bool:
     """Whether configs ``a`` and ``b`` are one run's in ``out_dir``: equal fields, their paths naming the
-    same files (compared as stored there, relative to ``out_dir``)."""
-    return stored_config(a, out_dir) == stored_config(b, out_dir)
+    same files (compared as stored there, relative to ``out_dir``), except the fields that only other
+    methods read (:func:`neuralgrok.experiments.methods.unread_options`) when both have one method."""
+    ignored = unread_options(a) if a.method == b.method else frozenset()
+    stored_a, stored_b = stored_config(a, out_dir), stored_config(b, out_dir)
+    return all(stored_a[name] == stored_b[name] for name in stored_a.keys() | stored_b.keys() if name not in ignored)
 
 
 class RunDirectoryError(ValueError):
