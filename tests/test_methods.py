@@ -96,9 +96,9 @@ def test_a_method_record_says_what_the_loop_gives_it_and_what_the_run_keeps(tmp_
 
 # A valid value other than the default for every method-only field (amplifier_path is left out: only neuralgrok,
 # which reads it, may set it).
-OTHER_VALUES = dict(ema_alpha=0.5, ema_lamb=3.0, ma_window=3, ma_lamb=1.5, amplifier_hidden=(16,), amplifier_rescale=2.0,
-                    meta_every=2, meta_mode="fast", meta_lr=1e-2, meta_weight_decay=0.0, virtual_lr=1e-2,
-                    virtual_lr_warmup=True, clip_grad_norm=0.05, outer_fraction=0.05)
+OTHER_VALUES = dict(ema_alpha=0.5, ema_lamb=3.0, ma_window=3, ma_lamb=1.5, amplifier_hidden=(16,),
+                    amplifier_rescale=2.0, meta_every=2, meta_mode="fast", meta_lr=1e-2, meta_weight_decay=0.0,
+                    virtual_lr=1e-2, virtual_lr_warmup=True, clip_grad_norm=0.05, outer_fraction=0.05)
 BUILT_IN = ("baseline", "grokfast-ema", "grokfast-ma", "neuralgrok", "neuralgrok-frozen", "normalize", "normalize-clip",
             "clip")
 

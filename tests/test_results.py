@@ -11,7 +11,7 @@ import torch
 
 from neuralgrok.experiments import cli, results
 from neuralgrok.storage.files import atomic_write_text, to_toml
-from neuralgrok.experiments.sweeps import check_runs, load_sweep
+from neuralgrok.experiments.sweeps import check_runs, load_sweep, sweep_out
 from neuralgrok.experiments.config import TrainConfig
 from neuralgrok.experiments.loop import train
 from neuralgrok.experiments.records import Divergence, metrics_csv, summarize
@@ -355,7 +355,7 @@ def test_every_committed_sweep_is_still_its_sweep_files(sweep_file, tmp_path):
     if sweep_file in NOT_RESUMABLE:
         pytest.skip("its committed runs name a file outside results/")
     text = (REPO / "configs" / sweep_file).read_text()
-    committed = REPO / "results" / Path(load_sweep(REPO / "configs" / sweep_file)[0].out_dir).parent.name
+    committed = REPO / "results" / sweep_out(REPO / "configs" / sweep_file).name
     if not committed.is_dir():
         pytest.skip(f"nothing of {sweep_file} is committed")
     copy = tmp_path / sweep_file

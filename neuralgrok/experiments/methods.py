@@ -11,7 +11,8 @@ Adding a method: its optimizer in one file of :mod:`neuralgrok.optim` (a
 :class:`~neuralgrok.optim.base.GradientTransformOptimizer`), one :func:`register_method` call below (or in
 your own code), and its tests; hyperparameters it needs beyond the existing ones are new
 :class:`~neuralgrok.experiments.config.TrainConfig` fields, declared with ``method_option`` and listed in
-its ``options`` (a run of another method then resumes whatever their value: :func:`unread_options`). ``clip`` is the smallest example::
+its ``options`` (a run of another method then resumes whatever their value: :func:`unread_options`).
+``clip`` is the smallest example::
 
     register_method("clip", lambda base, model, config, outer: ClipGradNorm(base, config.clip_grad_norm),
                     options=("clip_grad_norm",), help="...")

@@ -71,8 +71,11 @@ def same_config(a: TrainConfig, b: TrainConfig, out_dir: Union[str, Path]) -> bo
     same files (compared as stored there, relative to ``out_dir``), except the fields that only other
     methods read (:func:`neuralgrok.experiments.methods.unread_options`) when both have one method."""
     ignored = unread_options(a) if a.method == b.method else frozenset()
-    stored_a, stored_b = stored_config(a, out_dir), stored_config(b, out_dir)
-    return all(stored_a[name] == stored_b[name] for name in stored_a.keys() | stored_b.keys() if name not in ignored)
+
+    def compared(config: TrainConfig) -> Dict[str, Any]:
+        return {name: value for name, value in stored_config(config, out_dir).items() if name not in ignored}
+
+    return compared(a) == compared(b)
 
 
 class RunDirectoryError(ValueError):
