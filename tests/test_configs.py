@@ -105,7 +105,9 @@ GU_P97 = {"base": {"seed=0,task=a+b": "base_add", "seed=0,task=a-b": "base_sub",
           "rectangle": {f"holdout_k={k}": f"rectangle_k{k}" for k in (40, 50, 60, 67)},
           "strip": {f"holdout_k={k}": f"strip_k{k}" for k in (40, 50, 60, 67)},
           "variants": {"model=mlp": "mlp", "embedding_init=onehot_fixed": "onehot", "loss=mse": "mse",
-                       "embedding_init=toeplitz": "toeplitz", "embedding_init=default": "toeplitz_control"}}
+                       "embedding_init=toeplitz": "toeplitz", "embedding_init=default": "toeplitz_control"},
+          "toeplitz-seeds": {f"seed={seed},embedding_init={init}": name for seed in (1, 2)
+                             for init, name in (("toeplitz", "toeplitz"), ("default", "toeplitz_control"))}}
 
 
 def test_the_p97_sweeps_run_exactly_the_paper_scale_configs():
