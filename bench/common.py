@@ -1,12 +1,16 @@
-"""Shared benchmark helpers: timing by median of repeats, the standard model's gradients, and the
-runner's parts of one run (:class:`RunnerParts`).
+"""Shared benchmark helpers: timing by median of repeats, the standard model's gradients, the
+runner's parts of one run (:class:`RunnerParts`), and the command line of the scripts that read one run's
+weights (:func:`run_weights_arguments`).
 
 The standard model is the NeuralGrok paper's: decoder transformer, 2 layers, width 128, 4 heads,
 p = 97, batch 512.
 """
+import argparse
 import platform
 import statistics
 import time
+from pathlib import Path
+from typing import Tuple
 
 import torch
 
@@ -17,6 +21,17 @@ from neuralgrok.experiments.loop import Evaluator, TrainingBatches, depends_on_m
 from neuralgrok.experiments.methods import build_base_optimizer
 from neuralgrok.measures import weight_norm
 from neuralgrok.measures.age import age
+
+
+def run_weights_arguments(doc: str) -> Tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The parser and parsed arguments of a script that reads one run's weights (its first docstring
+    paragraph describes it): ``RUN_DIR [--checkpoint FILE]``, the file None unless given (the newest:
+    :func:`neuralgrok.experiments.loop.trained_model`)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--checkpoint", default=None,
+                        help="weights file in RUN_DIR (default: model.pt where the run finished, else checkpoint.pt)")
+    return parser, parser.parse_args()
 
 
 def median_seconds(fn, repeats=15, warmup=3):

@@ -10,15 +10,18 @@ for the strip at k = 67). It reads the weights a run leaves in its directory: a 
 else its last ``checkpoint.pt`` (runs written before model.pt existed, as the p = 97 sweep's; committed results/
 hold neither: run the config again, or use a sweep worktree's runs/).
 """
-import argparse
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from neuralgrok.experiments.data import build_data
-from neuralgrok.experiments.loop import trained_model
-from neuralgrok.experiments.records import CHECKPOINT, MODEL, run_config
+sys.path.insert(0, str(Path(__file__).parent))
+from common import run_weights_arguments  # noqa: E402
+
+from neuralgrok.experiments.data import build_data  # noqa: E402
+from neuralgrok.experiments.loop import trained_model  # noqa: E402
+from neuralgrok.experiments.records import run_config  # noqa: E402
 
 
 def by_first_operand(run_dir: Path, checkpoint: Optional[str] = None) -> Tuple[int, List[Dict[str, Any]]]:
@@ -29,8 +32,6 @@ def by_first_operand(run_dir: Path, checkpoint: Optional[str] = None) -> Tuple[i
     config = run_config(run_dir)
     if config.split not in ("strip", "rectangle"):
         raise ValueError(f"{run_dir} is not a hold-out run (split = {config.split!r})")
-    if checkpoint is None:
-        checkpoint = MODEL if (Path(run_dir) / MODEL).exists() else CHECKPOINT
     step, model = trained_model(run_dir, checkpoint)
     data = build_data(config, with_outer=False, progress=False)
     held = data.test_parts["held"]
@@ -47,11 +48,7 @@ def by_first_operand(run_dir: Path, checkpoint: Optional[str] = None) -> Tuple[i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--checkpoint", default=None,
-                        help="weights file in RUN_DIR (default: model.pt where the run finished, else checkpoint.pt)")
-    args = parser.parse_args()
+    parser, args = run_weights_arguments(__doc__)
     try:
         step, rows = by_first_operand(args.run_dir, args.checkpoint)
     except ValueError as error:

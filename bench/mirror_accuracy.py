@@ -10,15 +10,18 @@ test set: the README quotes this check for Gu et al.'s p = 97 x^2+xy+y^2 base ru
 run's final ``model.pt``, else its last ``checkpoint.pt`` (committed results/ hold neither: run the config again,
 or use a sweep worktree's runs/).
 """
-import argparse
+import sys
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 
-from neuralgrok.experiments.data import build_data
-from neuralgrok.experiments.loop import trained_model
-from neuralgrok.experiments.records import CHECKPOINT, MODEL, run_config
+sys.path.insert(0, str(Path(__file__).parent))
+from common import run_weights_arguments  # noqa: E402
+
+from neuralgrok.experiments.data import build_data  # noqa: E402
+from neuralgrok.experiments.loop import trained_model  # noqa: E402
+from neuralgrok.experiments.records import run_config  # noqa: E402
 
 PARTS = ("mirror trained", "mirror not trained", "diagonal")
 
@@ -32,8 +35,6 @@ def by_mirror(run_dir: Path, checkpoint: Optional[str] = None) -> Tuple[int, Dic
     data = build_data(config, with_outer=False, progress=False)
     if data.layout is None or data.layout.decode(data.test.inputs[:1]).shape[1] != 2:
         raise ValueError(f"{run_dir} is not a two-operand task (task = {config.task!r})")
-    if checkpoint is None:
-        checkpoint = MODEL if (Path(run_dir) / MODEL).exists() else CHECKPOINT
     step, model = trained_model(run_dir, checkpoint)
     with torch.no_grad():
         right = (model(data.test.inputs).argmax(-1) == data.test.labels).double()
@@ -48,11 +49,7 @@ def by_mirror(run_dir: Path, checkpoint: Optional[str] = None) -> Tuple[int, Dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--checkpoint", default=None,
-                        help="weights file in RUN_DIR (default: model.pt where the run finished, else checkpoint.pt)")
-    args = parser.parse_args()
+    parser, args = run_weights_arguments(__doc__)
     try:
         step, parts = by_mirror(args.run_dir, args.checkpoint)
     except ValueError as error:

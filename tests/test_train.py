@@ -68,6 +68,20 @@ def test_model_pt_holds_the_final_weights_and_trained_model_loads_them(tiny_run,
     assert save_model(tmp_path / "model.pt", 3, torch.nn.Linear(2, 2)) and (tmp_path / "model.pt").exists()
 
 
+def test_trained_model_defaults_to_the_newest_weights_the_run_has(tmp_path):
+    # model.pt where the run finished; without it (a run still going, or written before model.pt existed)
+    # the last checkpoint; an explicit file is taken as given.
+    config = TrainConfig(task="a+b", p=7, steps=5, checkpoint_every=2, threads=1)
+    train(config, tmp_path, progress=False)  # checkpoints at steps 2 and 4, the final weights (5) in model.pt
+    assert trained_model(tmp_path)[0] == 5
+    assert trained_model(tmp_path, "checkpoint.prev.pt")[0] == 2
+    (tmp_path / "model.pt").unlink()
+    assert trained_model(tmp_path)[0] == 4
+    (tmp_path / "checkpoint.pt").unlink()
+    with pytest.raises(CheckpointError, match="checkpoint.pt: does not exist"):
+        trained_model(tmp_path)
+
+
 def test_history_values_are_sane(tiny_run):
     result, _ = tiny_run
     first, last = result.history[0], result.history[-1]

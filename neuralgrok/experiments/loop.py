@@ -370,14 +370,17 @@ def resume(out_dir: Union[str, Path], progress: bool = True) -> "RunResult":
     return train(run_config(out_dir), out_dir, progress, resume=True)
 
 
-def trained_model(run_dir: Union[str, Path], file: str = MODEL) -> Tuple[int, torch.nn.Module]:
+def trained_model(run_dir: Union[str, Path], file: Optional[str] = None) -> Tuple[int, torch.nn.Module]:
     """``(step, model)``: the model of the run in ``run_dir`` (built as its ``config.toml`` says, on the CPU,
     in eval mode) with the weights of ``file`` there: a finished run's final weights (``model.pt``), or a
-    checkpoint's (``checkpoint.pt``, ``checkpoint.prev.pt``). A missing or damaged file raises
-    :class:`neuralgrok.storage.checkpoints.CheckpointError`. Example::
+    checkpoint's (``checkpoint.pt``, ``checkpoint.prev.pt``). By default the newest the run has: ``model.pt``
+    where it exists, else ``checkpoint.pt`` (a run still going, or one written before model.pt existed). A
+    missing or damaged file raises :class:`neuralgrok.storage.checkpoints.CheckpointError`. Example::
 
         step, model = trained_model("runs/sweep-gu-p97-strip/holdout_k=67")
     """
+    if file is None:
+        file = MODEL if (Path(run_dir) / MODEL).exists() else CHECKPOINT
     config = run_config(run_dir)
     data = build_data(config, with_outer=False, progress=False)
     model = build_model(config, data.layout, data.sequence_length)
