@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +14,7 @@ from neuralgrok.experiments.data import build_data
 from neuralgrok.experiments.models import EmbeddingMLP, NandaTransformer, evaluate
 from neuralgrok.experiments.tasks import all_examples, inner_outer_test_split
 from neuralgrok.experiments.config import TrainConfig, validate_config
+from neuralgrok.experiments.logged_measures import MeasureInput
 from neuralgrok.experiments.loop import TrainingBatches, train, trained_model
 from neuralgrok.experiments.methods import METHODS, register_method
 from neuralgrok.experiments.records import METRIC_COLUMNS, save_model, summarize, summary_table
@@ -242,6 +244,8 @@ def test_neuralgrok_config_errors():
     ({"measures": "med,magic"}, r"measures \['magic'\] unknown; choose from \['excluded_loss'"),
     ({"measures": "restricted_loss", "task": "a*b"}, "measure 'restricted_loss' does not apply: .*task='a\\*b'"),
     ({"measures": "hidden_med"}, "measure 'hidden_med' does not apply: it needs model='mlp'.*for this config are"),
+    ({"measures": "restricted_loss", "layout": "nanda", "model": "nanda", "embedding_init": "onehot_fixed",
+      "width": 128}, "measure 'restricted_loss' does not apply: with embedding_init='onehot_fixed' .*model='nanda'"),
 ])
 def test_invalid_combinations_name_the_fields(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -268,6 +272,34 @@ def test_fixed_one_hot_embedding_stays_the_identity_and_hidden_med_is_logged():
     expected = measures.hidden_layer_med(result.model.first_hidden, diagonal).value
     assert result.history[-1]["hidden_med"] == pytest.approx(expected)
     assert result.history[0]["hidden_med"] != result.history[-1]["hidden_med"]
+
+
+def test_key_frequencies_of_a_fixed_one_hot_mlp_come_from_its_first_layer():
+    # The frozen identity embedding has a flat spectrum (at p = 97 no frequency passes key_frequencies' 5% share:
+    # the restricted loss would be ln p at every step; at p = 11 all do); the first layer's columns on the first operand are what the model makes of each residue.
+    p, k = 11, 3
+    config = TrainConfig(**dict(TINY, model="mlp", layout="nanda", embedding_init="onehot_fixed", mlp_width=16,
+                                measures="restricted_loss,excluded_loss"))
+    model = EmbeddingMLP(vocab_size=12, num_classes=p, width=32, hidden=16, embedding="onehot_fixed")
+    flat = measures.fourier_norms(model.token_embedding.weight, p)[1:]  # every frequency alike: none stands out
+    assert torch.allclose(flat, flat[0].expand_as(flat))
+    residues = torch.arange(p, dtype=torch.float64)
+    with torch.no_grad():
+        model.mlp[0].weight.zero_()
+        for row in range(16):  # each hidden unit a cosine of frequency k in the first operand, its own phase
+            model.mlp[0].weight[row, :p] = torch.cos(2 * math.pi * k * residues / p + row).float()
+    seen = MeasureInput(model, config, data=None, inputs=None, logits=torch.zeros(0))
+    assert seen.key_frequencies() == [k]
+    # In a run: the logged losses use those frequencies.
+    config = dataclasses.replace(config, steps=3, eval_every=3, weight_decay=1.0)
+    result = train(config, progress=False)
+    inputs, _ = all_examples("a+b", p, layout="nanda")
+    table = measures.logit_table(result.model.eval(), inputs, p)
+    effective = result.model.token_embedding.weight @ result.model.mlp[0].weight[:, :32].T
+    keys = measures.key_frequencies(measures.fourier_norms(effective, p))
+    assert keys and result.history[-1]["restricted_loss"] == pytest.approx(measures.restricted_loss(table, keys),
+                                                                           rel=1e-5)
+    assert result.history[-1]["restricted_loss"] != pytest.approx(math.log(p))
 
 
 def test_med_measures_the_layouts_operand_ranges():

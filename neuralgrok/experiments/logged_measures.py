@@ -50,9 +50,22 @@ class MeasureInput:
             self.data.layout.decode(self.inputs).cpu(), self.logits, self.config.p))
 
     def key_frequencies(self) -> List[int]:
-        """Detected from the first operand's embedding rows (seed-dependent, never fixed)."""
-        return self._once("keys", lambda: measures.key_frequencies(measures.fourier_norms(self.embedding,
-                                                                                          self.config.p)))
+        """Detected from the first operand's embedding rows (seed-dependent, never fixed). A frozen one-hot
+        embedding (``embedding_init='onehot_fixed'``, the MLP) is the identity: its spectrum is flat and holds
+        no key frequency, so there they are detected from the first operand's effective embedding, the rows
+        of ``E W_1a^T`` (``W_1a``: the MLP's first layer on the first position), what the trained part of
+        the model makes of each residue."""
+        return self._once("keys", lambda: measures.key_frequencies(measures.fourier_norms(
+            _residue_embedding(self), self.config.p)))
+
+
+def _residue_embedding(seen):
+    """The matrix whose first-operand rows carry the model's embedding of each residue (see
+    :meth:`MeasureInput.key_frequencies`)."""
+    if seen.config.embedding_init != "onehot_fixed":
+        return seen.embedding
+    width = seen.embedding.shape[1]
+    return seen.embedding @ seen.model.mlp[0].weight[:, :width].T
 
 
 def _neuron_logit_map(model):
@@ -78,6 +91,13 @@ def _needs_addition(config):
     if OPERATIONS[config.task].name != "a+b" or config.p < 3:
         return f"it is defined for the modular addition task a+b with p >= 3 (got task={config.task!r}, p={config.p})"
     return None
+
+
+def _needs_addition_and_a_readable_embedding(config):
+    if config.embedding_init == "onehot_fixed" and config.model != "mlp":
+        return (f"with embedding_init='onehot_fixed' its key frequencies are read from the MLP's first layer, "
+                f"and model={config.model!r} has none (the frozen identity embedding holds no frequency)")
+    return _needs_addition(config)
 
 
 def _needs_mlp_on_pairs(config):
@@ -113,11 +133,11 @@ MEASURES = {
                                  _needs_model("nanda")),
     "restricted_loss": Measure("Nanda et al.'s loss over all pairs with only the key frequencies kept",
                                lambda seen: measures.restricted_loss(seen.logit_table(), seen.key_frequencies()),
-                               _needs_addition, all_pairs=True),
+                               _needs_addition_and_a_readable_embedding, all_pairs=True),
     "excluded_loss": Measure("Nanda et al.'s loss on the train pairs with the key frequencies removed",
                              lambda seen: measures.excluded_loss(seen.logit_table(), seen.key_frequencies(),
                                                                  seen.data.layout.decode(seen.data.train.inputs)),
-                             _needs_addition, all_pairs=True),
+                             _needs_addition_and_a_readable_embedding, all_pairs=True),
     "weight_age": Measure("AGE of the weights (AWE), -sum |w| log |w| (NeuralGrok's entropy, of the weights)",
                           lambda seen: measures.weight_age(seen.model), tokens=False),
 }
