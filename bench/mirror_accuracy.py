@@ -33,12 +33,13 @@ def by_mirror(run_dir: Path, checkpoint: Optional[str] = None) -> Tuple[int, Dic
     where the run has one, else ``checkpoint.pt``."""
     config = run_config(run_dir)
     data = build_data(config, with_outer=False, progress=False)
-    if data.layout is None or data.layout.decode(data.test.inputs[:1]).shape[1] != 2:
+    operands = None if data.layout is None else data.layout.decode(data.test.inputs)
+    if operands is None or operands.shape[1] != 2:
         raise ValueError(f"{run_dir} is not a two-operand task (task = {config.task!r})")
     step, model = trained_model(run_dir, checkpoint)
     with torch.no_grad():
         right = (model(data.test.inputs).argmax(-1) == data.test.labels).double()
-    a, b = data.layout.decode(data.test.inputs).unbind(1)
+    a, b = operands.unbind(1)
     trained = set(map(tuple, data.layout.decode(data.train.inputs).tolist()))
     mirror_trained = torch.tensor([(y, x) in trained for x, y in zip(a.tolist(), b.tolist())], dtype=torch.bool)
     masks = {"mirror trained": mirror_trained & (a != b), "mirror not trained": ~mirror_trained & (a != b),

@@ -276,7 +276,8 @@ def test_fixed_one_hot_embedding_stays_the_identity_and_hidden_med_is_logged():
 
 def test_key_frequencies_of_a_fixed_one_hot_mlp_come_from_its_first_layer():
     # The frozen identity embedding has a flat spectrum (at p = 97 no frequency passes key_frequencies' 5% share:
-    # the restricted loss would be ln p at every step; at p = 11 all do); the first layer's columns on the first operand are what the model makes of each residue.
+    # the restricted loss would be ln p at every step; at p = 11 all do); the first layer's columns on the first
+    # operand are what the model makes of each residue.
     p, k = 11, 3
     config = TrainConfig(**dict(TINY, model="mlp", layout="nanda", embedding_init="onehot_fixed", mlp_width=16,
                                 measures="restricted_loss,excluded_loss"))
